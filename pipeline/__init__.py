@@ -1,0 +1,1 @@
+"""Content pipeline: collect -> select -> freeze an issue -> render -> send."""

@@ -1,0 +1,1 @@
+"""People: subscribers, lists, consent, suppression, tokens, import/export, webhooks."""

@@ -1,0 +1,169 @@
+"""Shared fixtures: a project context on SQLite and (when configured) PostgreSQL, a real
+HTTP server on 127.0.0.1 for feeds, and helpers to find tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from kpdigest.config import PROJECT_ROOT, load_config
+from kpdigest.context import Context
+from kpdigest.db import make_engine, migrate
+
+PG_URL = os.environ.get("KPDIGEST_TEST_DATABASE_URL")
+FIXTURES = Path(__file__).parent / "fixtures"
+REQUIRE_TOOLS = os.environ.get("KPDIGEST_REQUIRE_TOOLS") == "1"
+
+
+def require_tool(name: str) -> str:
+    """The tool's path; skip the test when it is absent (fail in CI, where .ci/run installs it)."""
+    path = shutil.which(name)
+    if path:
+        return path
+    if REQUIRE_TOOLS:
+        pytest.fail(f"{name} is not installed; .ci/run should have installed it")
+    pytest.skip(f"{name} is not installed")
+
+
+def write_config(tmp_path: Path, extra: str = "",
+                 feeds: list[tuple[str, str, list[str]]] | None = None) -> Path:
+    """A config file in tmp_path: the project's topics and defaults, the test's feeds."""
+    base = (PROJECT_ROOT / "config.toml").read_text(encoding="utf-8")
+    # Drop the bundled sample feeds; tests name their own.
+    kept: list[str] = []
+    skip = False
+    for line in base.splitlines():
+        if line.strip() == "[[feeds]]":
+            skip = True
+            continue
+        if skip and line.startswith("["):
+            skip = False
+        if not skip:
+            kept.append(line)
+    body = "\n".join(kept)
+    body = body.replace('templates = "templates"', f'templates = "{PROJECT_ROOT / "templates"}"')
+    feed_toml = "".join(
+        f'\n[[feeds]]\nname = "{n}"\nurl = "{u}"\ntopics = {t!r}\n'.replace("'", '"')
+        for n, u, t in feeds or [])
+    path = tmp_path / "config.toml"
+    path.write_text(body + "\n" + feed_toml + "\n" + extra, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database per test: a SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'kpdigest.db'}"
+        return
+    if not PG_URL:
+        pytest.skip("KPDIGEST_TEST_DATABASE_URL is not set")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture
+def make_ctx(tmp_path: Path, db_url: str,
+             monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Context]]:
+    """Build a migrated Context from config text; the database is per test."""
+    made: list[Context] = []
+    monkeypatch.setenv("KPDIGEST_DATABASE_URL", db_url)
+    monkeypatch.setenv("KPDIGEST_SECRET_KEY", "test-secret-key")
+
+    def factory(extra: str = "", feeds: list[tuple[str, str, list[str]]] | None = None,
+                **overrides: Any) -> Context:
+        path = write_config(tmp_path, extra, feeds)
+        ctx = Context(load_config(path, overrides or None))
+        migrate(ctx.engine)
+        from subscribers.store import ensure_default_list
+
+        with ctx.engine.begin() as conn:
+            ensure_default_list(conn, ctx.config.site.name)
+        made.append(ctx)
+        return ctx
+
+    yield factory
+    for ctx in made:
+        ctx.close()
+
+
+@pytest.fixture
+def ctx(make_ctx: Callable[..., Context]) -> Context:
+    return make_ctx()
+
+
+class FeedServer:
+    """A real HTTP server on 127.0.0.1 whose routes tests set: path -> handler."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Callable[[BaseHTTPRequestHandler], None]] = {}
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                server.requests.append((self.path, dict(self.headers)))
+                route = server.routes.get(self.path.split("?")[0])
+                if route is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                route(self)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def serve_bytes(self, path: str, body: bytes, content_type: str = "application/rss+xml",
+                    status: int = 200, headers: dict[str, str] | None = None) -> None:
+        def handler(h: BaseHTTPRequestHandler) -> None:
+            h.send_response(status)
+            h.send_header("Content-Type", content_type)
+            h.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                h.send_header(k, v)
+            h.end_headers()
+            h.wfile.write(body)
+
+        self.routes[path] = handler
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    server = FeedServer()
+    yield server
+    server.close()
