@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from email.message import EmailMessage
 from typing import Any, ClassVar
 
 from kpdigest.config import Config
@@ -54,6 +55,14 @@ class Transport(ABC):
 
     def close(self) -> None:
         """Release connections; called once after the last batch."""
+
+    def send_single(self, message: EmailMessage) -> str:
+        """Send one transactional message (a sign-up confirmation, a test issue).
+
+        Returns the provider's message id. Transports that cannot do this raise
+        TransportError; digests always go through send_batch.
+        """
+        raise TransportError(f"the {self.name} transport cannot send single messages")
 
     @abstractmethod
     def send_batch(self, variant: PreparedVariant, recipients: list[Recipient],

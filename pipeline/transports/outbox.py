@@ -7,6 +7,9 @@ same files: the outbox is naturally idempotent.
 from __future__ import annotations
 
 import os
+import uuid
+from email.message import EmailMessage
+from email.policy import SMTP
 from pathlib import Path
 from typing import ClassVar
 
@@ -32,6 +35,14 @@ class OutboxTransport(Transport):
 
     def path_for(self, variant: PreparedVariant, r: Recipient) -> Path:
         return self.dir / f"issue-{variant.number:04d}-{r.delivery_id:08d}.eml"
+
+    def send_single(self, message: EmailMessage) -> str:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"single-{uuid.uuid4().hex}.eml"
+        tmp = self.dir / (name + ".tmp")
+        tmp.write_bytes(message.as_bytes(policy=SMTP))
+        os.replace(tmp, self.dir / name)
+        return name
 
     def send_batch(self, variant: PreparedVariant, recipients: list[Recipient],
                    batch_key: str) -> list[Outcome]:
