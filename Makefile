@@ -28,7 +28,7 @@ demo: venv
 	$(KPD) queue add --title "Pat, don't rub: the two-minute KP habit" --file sample/tip.md --approve
 	@N=$$($(KPD) issue build) && echo "issue #$$N" && \
 	 $(KPD) issue send $$N && \
-	 $(KPD) issue preview $$N --out var/preview.html >/dev/null && \
+	 $(KPD) issue preview $$N >/dev/null && \
 	 echo "" && echo "Outbox (one .eml per subscriber): $(CURDIR)/var/outbox/" && \
 	 echo "Browser preview:                   $(CURDIR)/var/preview.html"
 

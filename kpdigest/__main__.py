@@ -1,0 +1,5 @@
+"""`python -m kpdigest` is the `kpdigest` command."""
+
+from kpdigest.cli import main
+
+main()
