@@ -1,25 +1,48 @@
-"""`kpdigest collect`: fetch every enabled feed and store new articles, one feed at a time
-isolated from the others (a broken feed is recorded and the run goes on)."""
+"""`kpdigest collect`: fetch every due feed concurrently and store new articles.
+
+Fetching runs in a bounded thread pool with a per-host limit; parsing too, or in worker
+processes for big runs (feedparser is pure Python). Storing is one short transaction per
+feed, serialised in-process (SQLite has a single writer anyway). When every feed is done,
+one pass groups the new articles into stories (near-duplicates). A feed's failure is
+recorded on its row and backs it off; it never stops the run.
+"""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
+from kpdigest.config import Config
 from kpdigest.context import Context
 from kpdigest.db import utcnow
 from kpdigest.errors import FetchError
 from kpdigest.models import articles, feeds
-from pipeline.fetch import FetchGone, fetch, make_session
-from pipeline.parse import parse_feed
+from pipeline.dedupe import group_pending
+from pipeline.feeds import sync_config_feeds
+from pipeline.fetch import FetchGone, FetchResult, fetch, make_session
+from pipeline.parse import Parsed, parse_feed
 
 log = logging.getLogger(__name__)
+MAX_BACKOFF = timedelta(days=7)
+PARSE_PROCESSES_FROM = 20  # feeds due in one run before parsing moves to worker processes
+
+__all__ = ["CollectReport", "FeedOutcome", "collect", "store_articles", "sync_config_feeds"]
 
 
 @dataclass
@@ -31,11 +54,15 @@ class FeedOutcome:
     not_modified: bool = False
     error: str | None = None
     warning: str | None = None
+    moved_to: str | None = None
+    paused: bool = False
 
 
 @dataclass
 class CollectReport:
     outcomes: list[FeedOutcome] = field(default_factory=list)
+    waiting: list[tuple[str, datetime]] = field(default_factory=list)  # backing off: (name, until)
+    grouped: int = 0  # new articles that joined an existing story (near-duplicates)
 
     @property
     def new(self) -> int:
@@ -46,86 +73,209 @@ class CollectReport:
         return [o for o in self.outcomes if o.error]
 
 
-def sync_config_feeds(ctx: Context) -> None:
-    """Register the feeds named in config.toml; feeds added by CLI/web stay as they are."""
-    now = utcnow()
-    with ctx.engine.begin() as conn:
-        known = set(conn.execute(select(feeds.c.url)).scalars())
-        for f in ctx.config.feeds:
-            if f.url not in known:
-                conn.execute(insert(feeds).values(name=f.name, url=f.url, topics=f.topics,
-                                                  enabled=f.enabled, created_at=now))
-
-
 def store_articles(conn: Connection, records: list[dict[str, Any]], feed_id: int | None,
-                   origin: str = "feed") -> tuple[int, list[int]]:
-    """Insert records whose identity is new; returns (seen-before count, new ids)."""
+                   origin: str = "feed", now: datetime | None = None) -> tuple[int, list[int]]:
+    """Insert records whose identity is new; returns (seen-before count, new ids).
+
+    New rows have no story yet: `pipeline.dedupe.group_pending` groups them once the run
+    has stored everything (until then each counts as a story of its own).
+    """
     if not records:
         return 0, []
-    idents = [r["identity"] for r in records]
+    now = now or utcnow()
+    unique = {r["identity"]: r for r in reversed(records)}  # first occurrence wins
     existing = set(conn.execute(select(articles.c.identity)
-                                .where(articles.c.identity.in_(idents))).scalars())
-    new_ids: list[int] = []
-    now = utcnow()
-    for rec in records:
-        if rec["identity"] in existing:
-            continue
-        existing.add(rec["identity"])
-        values = {k: v for k, v in rec.items() if not k.startswith("_")}
-        new_id = conn.execute(insert(articles).values(
-            feed_id=feed_id, origin=origin, created_at=now, **values)).inserted_primary_key[0]
-        conn.execute(update(articles).where(articles.c.id == new_id).values(story_id=new_id))
-        new_ids.append(int(new_id))
+                                .where(articles.c.identity.in_(list(unique)))).scalars())
+    fresh = [r for ident, r in reversed(unique.items()) if ident not in existing]
+    inserted = _insert_ignoring_duplicates(conn, [
+        {**{k: v for k, v in r.items() if not k.startswith("_")},
+         "feed_id": feed_id, "origin": origin, "created_at": now, "story_id": None} for r in fresh])
+    new_ids = sorted(aid for aid, _ in inserted)
     return len(records) - len(new_ids), new_ids
 
 
-def collect_feed(ctx: Context, session: requests.Session, feed: Any, now: datetime) -> FeedOutcome:
+def _insert_ignoring_duplicates(conn: Connection, rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """INSERT ... ON CONFLICT (identity) DO NOTHING RETURNING id, identity: a concurrent
+    writer that stored the same story first wins, without an error."""
+    if not rows:
+        return []
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = (dialect.insert(articles).on_conflict_do_nothing(index_elements=["identity"])
+            .returning(articles.c.id, articles.c.identity))
+    return [(int(r.id), r.identity) for r in conn.execute(stmt, rows)]
+
+
+class HostLimiter:
+    """At most `per_host` requests in flight to one host (politeness), however many workers."""
+
+    def __init__(self, per_host: int) -> None:
+        self.per_host = max(1, per_host)
+        self._sems: dict[str, threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def slot(self, url: str) -> Iterator[None]:
+        host = urlsplit(url).netloc.lower()
+        with self._lock:
+            sem = self._sems.setdefault(host, threading.BoundedSemaphore(self.per_host))
+        with sem:
+            yield
+
+
+def interleave_hosts(rows: list[Any]) -> list[Any]:
+    """Round-robin over hosts, so workers rarely wait on one busy host's limit."""
+    by_host: dict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        by_host[urlsplit(row.url).netloc.lower()].append(row)
+    queues = list(by_host.values())
+    ordered: list[Any] = []
+    while queues:
+        ordered += [q.pop(0) for q in queues]
+        queues = [q for q in queues if q]
+    return ordered
+
+
+@dataclass
+class Run:
+    """What every worker of one collect run shares."""
+
+    ctx: Context
+    session: requests.Session
+    limiter: HostLimiter
+    now: datetime
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
+    parsers: ProcessPoolExecutor | None = None
+
+    def parse(self, feed: Any, result: FetchResult) -> Parsed:
+        """Parse in the process pool when there is one: feedparser is pure Python, and
+        threads alone would keep a 200-feed run on one core."""
+        args = (result.body, result.headers, result.final_url or feed.url, self.ctx.config, feed.name,
+                self.now, feed.id)
+        if self.parsers is not None:
+            try:
+                return self.parsers.submit(parse_feed, *args).result()
+            except (BrokenProcessPool, RuntimeError, OSError) as exc:
+                # The pool itself failed (a worker died, or could not start): that is no
+                # fault of this feed, so parse here for the rest of the run.
+                log.error("parser processes unavailable (%s); parsing in threads", exc.__class__.__name__)
+                self.parsers = None
+        return parse_feed(*args)
+
+
+def collect_feed(run: Run, feed: Any) -> FeedOutcome:
     """Fetch, parse and store one feed; every failure is recorded on the feed row."""
     outcome = FeedOutcome(feed_id=feed.id, name=feed.name)
+    cfg = run.ctx.config
     try:
-        result = fetch(session, feed.url, ctx.config, feed.etag, feed.last_modified)
-        if result.not_modified:
-            outcome.not_modified = True
-            parsed = None
-        else:
-            parsed = parse_feed(result.body, result.headers, result.final_url or feed.url,
-                                ctx.config, feed.name, now)
+        with run.limiter.slot(feed.url):
+            result = fetch(run.session, feed.url, cfg, feed.etag, feed.last_modified)
+        parsed = None if result.not_modified else run.parse(feed, result)
     except FetchError as exc:
-        outcome.error = str(exc)
-        with ctx.engine.begin() as conn:
-            failures = feed.consecutive_failures + 1
-            values: dict[str, Any] = dict(last_error=outcome.error, last_error_at=now,
-                                          last_fetched_at=now, consecutive_failures=failures)
-            if isinstance(exc, FetchGone):
-                values.update(enabled=False, paused=True, paused_reason=outcome.error)
-            elif failures >= ctx.config.collect.max_failures:
-                values.update(paused=True, paused_reason=f"{failures} failures in a row")
-            conn.execute(update(feeds).where(feeds.c.id == feed.id).values(**values))
-        log.warning("feed %s failed: %s", feed.name, outcome.error)
-        return outcome
-    with ctx.engine.begin() as conn:
-        values = dict(last_fetched_at=now, last_success_at=now, consecutive_failures=0,
-                      last_error=None, etag=result.headers.get("ETag") or feed.etag,
-                      last_modified=result.headers.get("Last-Modified") or feed.last_modified)
-        if parsed is not None:
-            outcome.warning = parsed.warning
-            values["last_warning"] = parsed.warning
-            outcome.seen, new_ids = store_articles(conn, parsed.entries, feed.id)
-            outcome.new = len(new_ids)
-        conn.execute(update(feeds).where(feeds.c.id == feed.id).values(**values))
+        return _record_failure(run, feed, outcome, exc)
+    except Exception as exc:  # hostile bytes must not stop the run, whatever breaks on them
+        log.exception("feed %s: unexpected parser failure", feed.name)
+        return _record_failure(run, feed, outcome, FetchError(f"parser failure: {exc.__class__.__name__}"))
+    try:
+        _record_success(run, feed, outcome, result, parsed)
+    except SQLAlchemyError as exc:
+        log.exception("feed %s: storing failed", feed.name)
+        return _record_failure(run, feed, outcome, FetchError(f"storing failed: {exc.__class__.__name__}"))
     return outcome
 
 
-def collect(ctx: Context) -> CollectReport:
-    """Collect every enabled, unpaused feed."""
+def _record_success(run: Run, feed: Any, outcome: FeedOutcome, result: FetchResult,
+                    parsed: Parsed | None) -> None:
+    values: dict[str, Any] = dict(
+        last_fetched_at=run.now, last_success_at=run.now, consecutive_failures=0, last_error=None,
+        next_attempt_at=None, etag=result.headers.get("ETag") or feed.etag,
+        last_modified=result.headers.get("Last-Modified") or feed.last_modified)
+    with run.write_lock, run.ctx.engine.begin() as conn:
+        if parsed is not None:
+            outcome.warning = values["last_warning"] = parsed.warning
+            outcome.seen, new_ids = store_articles(conn, parsed.entries, feed.id, now=run.now)
+            outcome.new = len(new_ids)
+        else:
+            outcome.not_modified = True
+        if result.moved_to and result.moved_to != feed.url:
+            _follow_move(conn, feed, outcome, result.moved_to, values)
+        conn.execute(update(feeds).where(feeds.c.id == feed.id).values(**values))
+
+
+def _follow_move(conn: Connection, feed: Any, outcome: FeedOutcome, target: str,
+                 values: dict[str, Any]) -> None:
+    """A permanent redirect updates the stored URL, unless another feed already has it."""
+    other = conn.execute(select(feeds.c.id).where(feeds.c.url == target)).scalar()
+    if other is None:
+        values["url"] = outcome.moved_to = target
+    else:
+        values["last_warning"] = f"moved permanently to {target}, already collected as feed {other}"
+
+
+def backoff(cfg: Config, failures: int) -> timedelta:
+    """Exponential: backoff_minutes, doubled for each further failure in a row, capped."""
+    minutes = cfg.collect.backoff_minutes * (2 ** max(0, min(failures - 1, 20)))
+    return min(timedelta(minutes=minutes), MAX_BACKOFF)
+
+
+def _record_failure(run: Run, feed: Any, outcome: FeedOutcome, exc: FetchError) -> FeedOutcome:
+    cfg = run.ctx.config
+    outcome.error = str(exc)[:1000]
+    failures = feed.consecutive_failures + 1
+    values: dict[str, Any] = dict(last_error=outcome.error, last_error_at=run.now,
+                                  last_fetched_at=run.now, consecutive_failures=failures,
+                                  next_attempt_at=run.now + backoff(cfg, failures))
+    if isinstance(exc, FetchGone):
+        values.update(enabled=False, paused=True, paused_reason=outcome.error)
+    elif failures >= cfg.collect.max_failures:
+        reason = f"{failures} failures in a row; last: {outcome.error}"
+        values.update(paused=True, paused_reason=reason[:1000])
+    outcome.paused = bool(values.get("paused"))
+    with run.write_lock, run.ctx.engine.begin() as conn:
+        conn.execute(update(feeds).where(feeds.c.id == feed.id).values(**values))
+    log.warning("feed %s failed: %s", feed.name, outcome.error)
+    return outcome
+
+
+def due_feeds(conn: Connection, now: datetime, force: bool = False) -> tuple[list[Any], list[Any]]:
+    """(feeds to fetch now, feeds still backing off after failures)."""
+    rows = conn.execute(select(feeds).where(feeds.c.enabled, ~feeds.c.paused)
+                        .order_by(feeds.c.id)).all()
+    if force:
+        return rows, []
+    due = [r for r in rows if r.next_attempt_at is None or r.next_attempt_at <= now]
+    return due, [r for r in rows if r not in due]
+
+
+def collect(ctx: Context, *, now: datetime | None = None, force: bool = False,
+            feed_ids: list[int] | None = None) -> CollectReport:
+    """Collect every enabled, unpaused feed that is due (`force`: backing-off ones too)."""
     ctx.require_schema()
     sync_config_feeds(ctx)
-    now = utcnow()
+    now = now or utcnow()
     with ctx.engine.connect() as conn:
-        rows = conn.execute(select(feeds).where(feeds.c.enabled, ~feeds.c.paused)
-                            .order_by(feeds.c.id)).all()
-    report = CollectReport()
-    with make_session(ctx.config) as session:
-        for feed in rows:
-            report.outcomes.append(collect_feed(ctx, session, feed, now))
+        rows, waiting = due_feeds(conn, now, force)
+    if feed_ids is not None:
+        rows = [r for r in rows if r.id in feed_ids]
+    report = CollectReport(waiting=[(r.name, r.next_attempt_at) for r in waiting])
+    cfg = ctx.config
+    with make_session(cfg) as session, _parser_pool(cfg, len(rows)) as parsers, \
+            ThreadPoolExecutor(max_workers=max(1, cfg.collect.workers), thread_name_prefix="collect") as pool:
+        run = Run(ctx, session, HostLimiter(cfg.collect.per_host), now, parsers=parsers)
+        futures = {row.id: pool.submit(collect_feed, run, row) for row in interleave_hosts(rows)}
+        report.outcomes = [futures[row.id].result() for row in rows]
+    with ctx.engine.begin() as conn:
+        report.grouped = group_pending(conn, cfg, now)
     return report
+
+
+@contextmanager
+def _parser_pool(cfg: Config, n_feeds: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Worker processes for parsing, for runs big enough to repay their start-up (~0.5 s)."""
+    n = cfg.collect.parse_processes
+    if n <= 0 or n_feeds < PARSE_PROCESSES_FROM:
+        yield None
+        return
+    context = multiprocessing.get_context("forkserver")  # never fork a process that has threads
+    context.set_forkserver_preload(["pipeline.parse"])
+    with ProcessPoolExecutor(max_workers=n, mp_context=context) as parsers:
+        yield parsers

@@ -1,4 +1,4 @@
-"""feedparser entries -> article records (sanitised, identified, scored)."""
+"""feedparser entries -> article records (sanitised, identified, scored, signed for dedupe)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,19 @@ import calendar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urljoin
 
 import feedparser
 
 from kpdigest.config import Config
 from kpdigest.errors import FetchError
-from pipeline.identity import article_identity, content_hash
+from pipeline.dedupe import encode, signature
+from pipeline.identity import article_identity, clean_url, content_hash
 from pipeline.relevance import score_text
-from pipeline.sanitize import excerpt, html_to_text, sanitize_html
+from pipeline.sanitize import clean_text, excerpt, first_image, html_to_text, sanitize_html
+
+# Bozo reasons that only say the declared encoding was wrong or missing: the text is fine.
+_HARMLESS_BOZO = ("CharacterEncodingOverride", "NonXMLContentType")
 
 
 @dataclass
@@ -21,10 +26,11 @@ class Parsed:
     title: str
     entries: list[dict[str, Any]] = field(default_factory=list)
     warning: str | None = None
+    raw_entries: int = 0
 
 
 def parse_feed(body: bytes, headers: dict[str, str], base_url: str, cfg: Config,
-               source: str, now: datetime) -> Parsed:
+               source: str, now: datetime, scope: int | None = None) -> Parsed:
     """Parse bytes with the response headers (they carry the encoding).
 
     A malformed ("bozo") feed that still yields entries keeps them; the problem is returned
@@ -34,73 +40,109 @@ def parse_feed(body: bytes, headers: dict[str, str], base_url: str, cfg: Config,
                               sanitize_html=False, resolve_relative_uris=False)
     warning = None
     if parsed.bozo:
-        warning = f"{parsed.bozo_exception.__class__.__name__}: {parsed.bozo_exception}"[:500]
-    if not parsed.entries and (parsed.bozo or not parsed.get("version")):
-        raise FetchError(f"not a readable feed ({warning or 'no feed elements'})")
-    feed_link = parsed.feed.get("link") or base_url
-    entries = [e for e in (entry_record(raw, feed_link, cfg, source, now) for raw in parsed.entries) if e]
-    return Parsed(title=parsed.feed.get("title", ""), entries=entries, warning=warning)
+        exc = parsed.get("bozo_exception")
+        warning = f"{exc.__class__.__name__}: {exc}"[:500]
+    if not parsed.entries and not parsed.get("version"):
+        kind = headers.get("Content-Type") or headers.get("content-type") or "unknown type"
+        raise FetchError(f"not a readable feed ({kind}; {warning or 'no feed elements'})"[:500])
+    feed_link = _link(parsed.feed.get("link"), base_url) or base_url
+    entries = []
+    for raw in parsed.entries:
+        record = entry_record(raw, feed_link, cfg, source, now, scope)
+        if record:
+            entries.append(record)
+    return Parsed(title=html_to_text(parsed.feed.get("title", ""))[:200], entries=entries,
+                  warning=warning, raw_entries=len(parsed.entries))
+
+
+def is_harmless(warning: str | None) -> bool:
+    """A warning that only says the declared encoding was wrong: nothing an editor must fix."""
+    return bool(warning and warning.startswith(_HARMLESS_BOZO))
+
+
+def _link(value: Any, base: str) -> str | None:
+    if not value or not isinstance(value, str):
+        return None
+    full = urljoin(base, value.strip())
+    return clean_url(full) if full.startswith(("http://", "https://")) else None
 
 
 def _date(raw: Any, now: datetime) -> datetime | None:
+    """published, else updated, else created; a date in the future is clamped to now."""
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
-        value = raw.get(key)
+        value = dict.get(raw, key)  # feedparser's own get() maps updated to published, with a warning
         if value:
             try:
                 when = datetime.fromtimestamp(calendar.timegm(value), UTC)
-            except (OverflowError, ValueError):
+            except (OverflowError, ValueError, TypeError):
                 continue
-            return min(when, now)  # a date in the future is clamped to now
+            return min(when, now)
     return None
 
 
-def _image(raw: Any, summary_html: str) -> str | None:
+def _is_image(item: Any, key: str) -> bool:
+    if key == "media_thumbnail":
+        return True
+    kind = str(item.get("type") or "")
+    return kind.startswith("image/") or (not kind and item.get("medium", "image") == "image")
+
+
+def _image(raw: Any, base: str, clean_html: str) -> str | None:
+    """media:content, media:thumbnail, an image enclosure, else the first image in the text."""
     for key in ("media_content", "media_thumbnail"):
         for item in raw.get(key) or []:
-            url = item.get("url")
-            if url and (key == "media_thumbnail" or item.get("medium", "image") == "image"
-                        or str(item.get("type", "")).startswith("image/")):
+            url = _link(item.get("url"), base)
+            if url and _is_image(item, key):
                 return url
     for enc in raw.get("enclosures") or []:
-        if str(enc.get("type", "")).startswith("image/") and enc.get("href"):
-            return enc["href"]
-    start = summary_html.find("<img ")
-    if start != -1:
-        src = summary_html.find('src="', start)
-        if src != -1:
-            return summary_html[src + 5: summary_html.find('"', src + 5)]
-    return None
+        if str(enc.get("type", "")).startswith("image/"):
+            url = _link(enc.get("href"), base)
+            if url:
+                return url
+    return first_image(clean_html)
 
 
-def entry_record(raw: Any, base_url: str, cfg: Config, source: str,
-                 now: datetime) -> dict[str, Any] | None:
+def _author(raw: Any) -> str | None:
+    detail = raw.get("author_detail") or {}
+    name = detail.get("name") or raw.get("author")
+    if not name:
+        return None
+    return html_to_text(str(name))[:200] or None
+
+
+def entry_record(raw: Any, base_url: str, cfg: Config, source: str, now: datetime,
+                 scope: int | None = None) -> dict[str, Any] | None:
     """One article record from one feed entry, or None if it has neither title nor link."""
-    link = raw.get("link")
+    guid = raw.get("id") if isinstance(raw.get("id"), str) else None
+    link = _link(raw.get("link"), base_url) or (_link(guid, base_url) if guid and "://" in guid else None)
     body = ""
     if raw.get("content"):
-        body = raw["content"][0].get("value", "")
+        body = raw["content"][0].get("value", "") or ""
     summary_src = raw.get("summary") or body
-    summary_html = sanitize_html(summary_src, link or base_url)
-    full_text = html_to_text(body or summary_src)
-    title = html_to_text(raw.get("title", "")) or (link or "")
+    base = link or base_url
+    title = html_to_text(raw.get("title", ""))
     if not title and not link:
         return None
+    title = title or link or ""
+    summary_html = sanitize_html(summary_src, base)
+    body_html = sanitize_html(body, base) if body and body is not summary_src else summary_html
+    full_text = clean_text(body_html)
+    summary_text = clean_text(summary_html) if body_html is not summary_html else full_text
     topics, score = score_text(f"{title}\n{title}\n{full_text}", cfg.topics)
-    image = _image(raw, summary_html)
     return {
-        "identity": article_identity(raw.get("id"), link, title, full_text),
-        "source": source,
+        "identity": article_identity(guid, link, title, full_text, scope=scope),
+        "source": source[:200],
         "title": title[:500],
         "link": link,
-        "author": raw.get("author"),
+        "author": _author(raw),
         "published_at": _date(raw, now),
         "summary_html": summary_html,
-        "excerpt": excerpt(html_to_text(summary_src) or full_text, cfg.collect.excerpt_chars),
-        "image_url": image if image and image.startswith(("http://", "https://")) else None,
+        "excerpt": excerpt(summary_text or full_text, cfg.collect.excerpt_chars),
+        "image_url": _image(raw, base, body_html),
         "image_alt": title[:200],
-        "tags": [t.get("term") for t in raw.get("tags") or [] if t.get("term")][:20],
+        "tags": [html_to_text(str(t.get("term")))[:100] for t in raw.get("tags") or [] if t.get("term")][:20],
         "topics": topics,
         "score": score,
         "content_hash": content_hash(title, full_text),
-        "_text": full_text,
+        "minhash": encode(signature(f"{title}\n{full_text}")),
     }

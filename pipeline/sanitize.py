@@ -15,10 +15,33 @@ ALLOWED_TAGS = {
 }
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "width", "height"}}
 URL_SCHEMES = {"http", "https", "mailto"}
-_TAG_RE = re.compile(r"<[^>]+>")
+# Elements whose text is never content: dropped with what they contain, not just unwrapped.
+DROP_WITH_CONTENT = {"script", "style", "template", "noscript", "iframe", "object", "embed",
+                     "svg", "math", "form", "select", "textarea", "title"}
 _WS_RE = re.compile(r"\s+")
-_PIXEL_RE = re.compile(
-    r"<img\b[^>]*\b(?:width|height)=[\"']?[01](?:px)?[\"']?[^>]*>", re.IGNORECASE)
+_BLOCK_RE = re.compile(r"<(/?)(p|div|br|li|h[1-6]|tr|td|th|blockquote|pre|figure|figcaption)\b", re.I)
+# nh3's output is normalised (attributes double-quoted), so these can be simple.
+_IMG_RE = re.compile(r"<img\b[^>]*>")
+_DIM_RE = re.compile(r'\b(width|height)="\s*(\d+)')
+_SRC_RE = re.compile(r'\bsrc="([^"]*)"')
+
+
+def _absolutize(base_url: str | None) -> object:
+    def attribute_filter(tag: str, attr: str, value: str) -> str | None:
+        if attr not in ("href", "src"):
+            return value
+        full = urljoin(base_url, value.strip()) if base_url else value.strip()
+        if not full.lower().startswith(("http://", "https://", "mailto:")):
+            return None  # javascript:, data:, vbscript:, relative without a base...
+        return full
+
+    return attribute_filter
+
+
+def _is_pixel(img_tag: str) -> bool:
+    """1x1 (or 0x0) images are tracking beacons, whatever their URL."""
+    dims = {k: int(v) for k, v in _DIM_RE.findall(img_tag)}
+    return any(v <= 1 for v in dims.values()) or not _SRC_RE.search(img_tag)
 
 
 def sanitize_html(fragment: str, base_url: str | None = None) -> str:
@@ -26,31 +49,48 @@ def sanitize_html(fragment: str, base_url: str | None = None) -> str:
     URLs, no 1x1 tracking pixels; relative links made absolute against `base_url`."""
     if not fragment:
         return ""
-    without_pixels = _PIXEL_RE.sub("", fragment)
-
-    def absolutize(tag: str, attr: str, value: str) -> str | None:
-        if attr in ("href", "src"):
-            full = urljoin(base_url, value) if base_url else value
-            if not full.lower().startswith(("http://", "https://", "mailto:")):
-                return None
-            return full
-        return value
-
-    return nh3.clean(
-        without_pixels,
+    clean = nh3.clean(
+        fragment,
         tags=ALLOWED_TAGS,
+        clean_content_tags=DROP_WITH_CONTENT - ALLOWED_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
         url_schemes=URL_SCHEMES,
-        link_rel="noopener noreferrer",
+        link_rel="noopener noreferrer nofollow",
         strip_comments=True,
-        attribute_filter=absolutize,
-    ).strip()
+        attribute_filter=_absolutize(base_url),
+    )
+    clean = _IMG_RE.sub(lambda m: "" if _is_pixel(m.group(0)) else m.group(0), clean)
+    return clean.strip()
+
+
+def first_image(clean_html: str) -> str | None:
+    """The first (non-pixel) image of sanitised HTML, used when a feed names no image."""
+    for tag in _IMG_RE.findall(clean_html):
+        src = _SRC_RE.search(tag)
+        if src and src.group(1).startswith(("http://", "https://")):
+            return html.unescape(src.group(1))
+    return None
 
 
 def html_to_text(fragment: str) -> str:
-    """Visible text of an HTML fragment, whitespace folded."""
-    text = _TAG_RE.sub(" ", fragment or "")
+    """Visible text of an HTML fragment (script/style content dropped), whitespace folded."""
+    if not fragment:
+        return ""
+    if "<" not in fragment and "&" not in fragment:
+        return _WS_RE.sub(" ", fragment).strip()
+    spaced = _BLOCK_RE.sub(r" <\1\2", fragment)  # block boundaries become word boundaries
+    text = nh3.clean(spaced, tags=set(), clean_content_tags=DROP_WITH_CONTENT, strip_comments=True)
     return _WS_RE.sub(" ", html.unescape(text)).strip()
+
+
+_TAG_RE = re.compile(r"<[^>]*>")
+
+
+def clean_text(clean_html: str) -> str:
+    """Visible text of HTML that `sanitize_html` produced (well-formed, nothing hidden in it):
+    a regex is enough there and much cheaper than a second sanitiser pass."""
+    spaced = _BLOCK_RE.sub(r" <\1\2", clean_html)
+    return _WS_RE.sub(" ", html.unescape(_TAG_RE.sub("", spaced))).strip()
 
 
 def excerpt(text: str, limit: int) -> str:

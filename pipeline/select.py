@@ -37,7 +37,20 @@ def _used_story_clause() -> Any:
     )
 
 
+def _rejected_story_clause() -> Any:
+    """A story an editor rejected stays out, whichever copy of it a feed brings."""
+    rejected = articles.alias("rejected")
+    return exists(
+        select(1).select_from(queue_items.join(rejected, rejected.c.id == queue_items.c.article_id))
+        .where(queue_items.c.state == "rejected",
+               or_(rejected.c.id == articles.c.id, rejected.c.story_id == articles.c.story_id)))
+
+
 def select_articles(conn: Connection, cfg: Config, now: datetime) -> Selection:
+    """Approved editor items first, in editor order (pinned, then position); then the
+    best-scoring new feed stories (relevance >= selection.min_score, not older than
+    max_age_days, no story already in an earlier issue), at most `per_source` per source,
+    each near-duplicate group once, up to `max_items`."""
     sel = Selection()
     seen_stories: set[int] = set()
     editor_rows = conn.execute(
@@ -56,8 +69,8 @@ def select_articles(conn: Connection, cfg: Config, now: datetime) -> Selection:
         .where(articles.c.origin == "feed", articles.c.score >= cfg.selection.min_score,
                or_(articles.c.published_at >= cutoff,
                    and_(articles.c.published_at.is_(None), articles.c.created_at >= cutoff)),
-               ~_used_story_clause())
-        .order_by(articles.c.score.desc(), articles.c.published_at.desc(), articles.c.id)
+               ~_used_story_clause(), ~_rejected_story_clause())
+        .order_by(articles.c.score.desc(), articles.c.published_at.desc().nulls_last(), articles.c.id)
         .limit(cfg.selection.max_items * 20)
     ).mappings().all()
     per_source: dict[str, int] = {}

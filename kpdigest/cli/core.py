@@ -22,18 +22,29 @@ def init(obj: Lazy) -> None:
 
 
 @click.command()
+@click.option("--force", is_flag=True, help="Also fetch feeds that are backing off after failures.")
 @pass_ctx
-def collect(obj: Lazy) -> None:
-    """Fetch every enabled feed and store new articles."""
+def collect(obj: Lazy, force: bool) -> None:
+    """Fetch every due feed (concurrently) and store new articles."""
     from pipeline.collect import collect as run_collect
 
-    report = run_collect(get(obj))
+    ctx = get(obj)
+    ctx.require_schema()
+    report = run_collect(ctx, force=force)
     for o in report.outcomes:
-        state = f"error: {o.error}" if o.error else ("not modified" if o.not_modified else
-                                                     f"{o.new} new, {o.seen} seen")
-        click.echo(f"{o.name}: {state}" + (f" (warning: {o.warning})" if o.warning else ""))
+        if o.error:
+            state = f"error: {o.error}" + (" (feed paused)" if o.paused else "")
+        elif o.not_modified:
+            state = "not modified"
+        else:
+            state = f"{o.new} new, {o.seen} seen"
+        click.echo(f"{o.name}: {state}" + (f" (warning: {o.warning})" if o.warning else "")
+                   + (f" (moved to {o.moved_to})" if o.moved_to else ""))
+    for name, until in report.waiting:
+        click.echo(f"{name}: backing off until {until:%Y-%m-%d %H:%M} UTC (--force to try now)")
     click.echo(f"{report.new} new articles from {len(report.outcomes)} feeds, "
-               f"{len(report.failed)} failed")
+               f"{len(report.failed)} failed" + (f", {report.grouped} joined a story as near-duplicates"
+                                                 if report.grouped else ""))
 
 
 @click.command()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -14,37 +16,71 @@ def queue() -> None:
     """The editor queue: add, list, approve, reject, pin, move."""
 
 
+def _edit_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed((
+        click.option("--title", help="Title (required with --file; overrides the page's own)."),
+        click.option("--summary", help="Summary text (overrides the extracted description)."),
+        click.option("--image", help="Image URL."),
+        click.option("--source", help="Source name shown in the digest."),
+        click.option("--author", help="Author."),
+        click.option("--published", help="Publication date, YYYY-MM-DD."),
+    )):
+        func = opt(func)
+    return func
+
+
+def _edits(**values: str | None) -> dict[str, str]:
+    return {k: v for k, v in values.items() if v}
+
+
 @queue.command()
 @click.argument("url", required=False)
-@click.option("--title", help="Title (required with --file; overrides the page's own).")
 @click.option("--file", "file_", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="An original tip written in Markdown.")
-@click.option("--summary", help="Override the extracted description.")
+@click.option("--article", type=int, help="Queue an article already collected from a feed, by id.")
 @click.option("--note", help="Editor's note (not mailed).")
 @click.option("--approve", is_flag=True, help="Approve at once.")
+@_edit_options
 @pass_ctx
-def add(obj: Lazy, url: str | None, title: str | None, file_: Path | None, summary: str | None,
-        note: str | None, approve: bool) -> None:
-    """Queue a web page by URL, or a Markdown tip with --title and --file."""
+def add(obj: Lazy, url: str | None, file_: Path | None, article: int | None, note: str | None,
+        approve: bool, **fields: str | None) -> None:
+    """Queue a web page by URL, a Markdown tip with --title and --file, or a feed article."""
     from pipeline import queue as q
 
     ctx = get(obj)
     ctx.require_schema()
-    if not file_ and not url:
-        raise click.UsageError("give a URL, or --title and --file")
-    if file_ and not title:
+    if not file_ and not url and article is None:
+        raise click.UsageError("give a URL, --article ID, or --title and --file")
+    if file_ and not fields.get("title"):
         raise click.UsageError("--file needs --title")
     try:
-        if file_:
-            item = q.add_file(ctx, title or "", file_, link=url, approve=approve, note=note,
+        if article is not None:
+            item = q.add_article(ctx, article, approve=approve, note=note, added_by="cli")
+        elif file_:
+            item = q.add_file(ctx, fields["title"] or "", file_, link=url, approve=approve, note=note,
                               added_by="cli")
         else:
-            edits = {k: v for k, v in {"title": title, "summary": summary}.items() if v}
-            item = q.add_url(ctx, url or "", approve=approve, note=note, added_by="cli", **edits)
+            item = q.add_url(ctx, url or "", approve=approve, note=note, added_by="cli", **_edits(**fields))
     except q.AlreadyQueued as exc:
         click.echo(f"already queued as item {exc.item_id}")
         return
     click.echo(f"queued item {item}" + (" (approved)" if approve else ""))
+
+
+@queue.command()
+@click.argument("item_id", type=int)
+@click.option("--link", help="Link of the article.")
+@_edit_options
+@pass_ctx
+def edit(obj: Lazy, item_id: int, link: str | None, **fields: str | None) -> None:
+    """Change fields of queue item ITEM_ID before it is used."""
+    from pipeline import queue as q
+
+    changes = _edits(link=link, **fields)
+    if not changes:
+        raise click.UsageError("nothing to change: give --title, --summary, --image, ...")
+    q.edit_item(get(obj), item_id, **changes)
+    click.echo(f"item {item_id}: edited {', '.join(sorted(changes))}")
 
 
 @queue.command(name="list")
@@ -59,7 +95,8 @@ def list_(obj: Lazy, all_: bool) -> None:
     states = q.STATES if all_ else ("queued", "approved")
     for row in q.list_items(ctx, states):
         pin = "*" if row.pinned else " "
-        click.echo(f"{row.id:>5}{pin} {row.state:<9} {row.score:>5.1f}  {row.title}")
+        click.echo(f"{row.id:>5}{pin} {row.state:<9} {row.score:>5.1f}  {row.title}"
+                   + (f"  [{row.note}]" if row.note else ""))
 
 
 def _state_command(name: str, state: str) -> click.Command:
