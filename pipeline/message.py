@@ -13,20 +13,21 @@ import binascii
 import html
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from email.header import Header
-from email.utils import formataddr, formatdate
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate, make_msgid
 
 from kpdigest.config import Config
 from pipeline.personalize import FIELDS, Placeholders
 
 CRLF = "\r\n"
-_CTRL_RE = re.compile(r"[\x00-\x1f\x7f]+")
+_CTRL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
 # Slots in the assembled template: header slots take a raw (already safe) value,
 # body slots a value that is escaped for the part and quoted-printable encoded.
 _SLOT_RE = re.compile(r"\x00(H|QH|QT):([a-z_]+)\x00")
 HEADER_FIELDS = ("to", "message_id", "date", "list_unsubscribe")
+ISSUE_HEADER = "X-Kpdigest-Issue"
 
 
 def clean_header(value: str) -> str:
@@ -34,20 +35,48 @@ def clean_header(value: str) -> str:
     return _CTRL_RE.sub(" ", value).strip()
 
 
-def encode_header(value: str) -> str:
+def encode_header(value: str, name: str = "Subject") -> str:
+    """A header value folded to 78 columns; non-ASCII as RFC 2047 UTF-8 encoded words."""
     value = clean_header(value)
-    if value.isascii():
+    if value.isascii() and len(name) + 2 + len(value) <= 78:
         return value
-    return Header(value, "utf-8").encode(maxlinelen=76, linesep=CRLF)
+    charset = "us-ascii" if value.isascii() else "utf-8"
+    return Header(value, charset, header_name=name).encode(maxlinelen=78, linesep=CRLF)
 
 
 def address(name: str, email: str) -> str:
-    name = clean_header(name)
-    return formataddr((name, clean_header(email)), charset="utf-8") if name else clean_header(email)
+    """`"Name" <addr>` with the name encoded when it is not ASCII."""
+    name, email = clean_header(name), clean_header(email)
+    if not name:
+        return email
+    if email.isascii():
+        return formataddr((name, email), charset="utf-8")
+    # An internationalised address (SMTPUTF8) stays UTF-8; only the name is encoded.
+    return f"{formataddr((name, 'x@x'), charset='utf-8').rpartition(' <')[0]} <{email}>"
 
 
 def _qp(data: str) -> str:
     return binascii.b2a_qp(data.encode("utf-8"), quotetabs=False, istext=True).decode("ascii")
+
+
+def list_unsubscribe(cfg: Config, url: str, fold: bool = True) -> str:
+    """RFC 8058: the one-click HTTPS URL first, then the optional mailto (on a folded
+    line in a raw message; unfolded for HTTP APIs that take header values)."""
+    value = f"<{clean_header(url)}>"
+    if cfg.sender.unsubscribe_mailto:
+        sep = f",{CRLF} " if fold else ", "
+        value += f"{sep}<mailto:{clean_header(cfg.sender.unsubscribe_mailto)}?subject=unsubscribe>"
+    return value
+
+
+def list_headers(cfg: Config, issue_number: int, list_slug: str = "weekly") -> list[tuple[str, str]]:
+    """The headers every digest carries that do not depend on the recipient."""
+    return [
+        ("List-Id", f"{encode_header(cfg.site.name, 'List-Id')} <{cfg.sender.list_id}>"),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        ("Feedback-ID", f"{issue_number}:{list_slug}:digest:{cfg.sender.feedback_id}"),
+        (ISSUE_HEADER, str(issue_number)),
+    ]
 
 
 @dataclass
@@ -59,8 +88,24 @@ class Recipient:
     preferences_url: str
 
     def values(self) -> dict[str, str]:
+        name = clean_header(self.name)
         return {"unsubscribe_url": self.unsubscribe_url, "preferences_url": self.preferences_url,
-                "name": self.name, "email": self.email}
+                "name": name, "email": self.email,
+                "greeting": f"Hello {name}," if name else "Hello,"}
+
+
+class _Clock:
+    """`formatdate` once per second, not once per message."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.value = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self.second:
+            self.second, self.value = second, formatdate(second, usegmt=True)
+        return self.value
 
 
 class MessageTemplate:
@@ -68,26 +113,24 @@ class MessageTemplate:
 
     def __init__(self, cfg: Config, *, key: str, subject: str, html_body: str, text_body: str,
                  issue_number: int, issue_id: int, list_slug: str = "weekly") -> None:
+        self.cfg = cfg
         self.domain = cfg.sender.domain
         self.issue_id = issue_id
-        self.mailto = cfg.sender.unsubscribe_mailto
+        self._clock = _Clock()
         boundary = f"=_kpd_{key}_{issue_id}"
         placeholders = Placeholders(key)
         headers = [
             ("From", address(cfg.sender.from_name, cfg.sender.from_email)),
-            ("Reply-To", cfg.sender.reply_to or cfg.sender.from_email),
+            ("Reply-To", clean_header(cfg.sender.reply_to or cfg.sender.from_email)),
             ("To", "\x00H:to\x00"),
             ("Subject", encode_header(subject)),
             ("Date", "\x00H:date\x00"),
             ("Message-ID", "\x00H:message_id\x00"),
             ("MIME-Version", "1.0"),
-            ("Content-Language", cfg.site.language),
-            ("List-Id", f"{encode_header(cfg.site.name)} <{cfg.sender.list_id}>"),
+            ("Content-Language", clean_header(cfg.site.language)),
+            *list_headers(cfg, issue_number, list_slug),
             ("List-Unsubscribe", "\x00H:list_unsubscribe\x00"),
-            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-            ("Feedback-ID", f"{issue_number}:{list_slug}:digest:{cfg.sender.feedback_id}"),
-            ("X-Kpdigest-Issue", str(issue_number)),
-            ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
+            ("Content-Type", f'multipart/alternative;{CRLF} boundary="{boundary}"'),
         ]
         head = "".join(f"{k}: {v}{CRLF}" for k, v in headers)
         parts = [head, CRLF, "This is a multi-part message in MIME format.", CRLF]
@@ -120,29 +163,54 @@ class MessageTemplate:
             self._slots.append((m.group(1), m.group(2)))
             pos = m.end()
         self._literals.append(template[pos:].encode("ascii"))
-        assert all(f in FIELDS or f in HEADER_FIELDS for _, f in self._slots)
+        unknown = [f for _, f in self._slots if f not in FIELDS and f not in HEADER_FIELDS]
+        if unknown:
+            raise ValueError(f"unknown message slots: {unknown}")
+        self._parts: list[bytes] = [self._literals[0]]
+        for lit in self._literals[1:]:
+            self._parts += [b"", lit]
 
     def header_values(self, r: Recipient, date: str | None = None) -> dict[str, str]:
-        unsub = f"<{r.unsubscribe_url}>"
-        if self.mailto:
-            unsub += f", <mailto:{self.mailto}?subject=unsubscribe>"
         return {
             "to": address(r.name, r.email),
             "message_id": f"<kpd.{self.issue_id}.{r.delivery_id}@{self.domain}>",
-            "date": date or formatdate(time.time(), usegmt=True),
-            "list_unsubscribe": unsub,
+            "date": date or self._clock.now(),
+            "list_unsubscribe": list_unsubscribe(self.cfg, r.unsubscribe_url),
         }
 
     def build(self, r: Recipient, date: str | None = None) -> bytes:
-        """The complete message for one recipient."""
+        """The complete message for one recipient, CRLF line endings."""
         heads = self.header_values(r, date)
-        values: Mapping[str, str] = r.values()
-        out = [self._literals[0]]
-        for (kind, name), lit in zip(self._slots, self._literals[1:], strict=True):
-            if kind == "H":
-                out.append(heads[name].encode("utf-8"))
-            else:
-                v = values[name]
-                out.append(_qp(html.escape(v) if kind == "QH" else v).encode("ascii"))
-            out.append(lit)
-        return b"".join(out)
+        values = r.values()
+        encoded: dict[tuple[str, str], bytes] = {}
+        parts = self._parts.copy()
+        for i, slot in enumerate(self._slots):
+            data = encoded.get(slot)
+            if data is None:
+                kind, name = slot
+                if kind == "H":
+                    data = heads[name].encode("utf-8")
+                else:
+                    v = values[name]
+                    data = _qp(html.escape(v) if kind == "QH" else v).replace("\n", CRLF).encode("ascii")
+                encoded[slot] = data
+            parts[2 * i + 1] = data
+        return b"".join(parts)
+
+
+def confirmation_message(cfg: Config, *, to_email: str, name: str, confirm_url: str) -> EmailMessage:
+    """The double opt-in email: plain text, one link, no list headers (it is not a list
+    message yet). One per sign-up, so a plain EmailMessage is fast enough."""
+    from pipeline.render import render_confirm
+
+    subject, body = render_confirm(cfg, confirm_url=confirm_url, name=name)
+    msg = EmailMessage()
+    msg["From"] = address(cfg.sender.from_name, cfg.sender.from_email)
+    msg["To"] = address(name, to_email)
+    msg["Reply-To"] = clean_header(cfg.sender.reply_to or cfg.sender.from_email)
+    msg["Subject"] = clean_header(subject)
+    msg["Date"] = formatdate(usegmt=True)
+    msg["Message-ID"] = make_msgid("kpd.confirm", domain=cfg.sender.domain)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(body, cte="quoted-printable")
+    return msg

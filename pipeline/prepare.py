@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from kpdigest.config import Config
-from pipeline.message import MessageTemplate, Recipient, address, clean_header
+from pipeline.message import (
+    MessageTemplate,
+    Recipient,
+    address,
+    clean_header,
+    list_headers,
+    list_unsubscribe,
+)
 from pipeline.personalize import Personalizer
 
 
@@ -55,17 +62,12 @@ class PreparedVariant:
         return self.text.fill(r.values())
 
     def list_unsubscribe(self, r: Recipient) -> str:
-        value = f"<{r.unsubscribe_url}>"
-        if self.cfg.sender.unsubscribe_mailto:
-            value += f", <mailto:{self.cfg.sender.unsubscribe_mailto}?subject=unsubscribe>"
-        return value
+        return list_unsubscribe(self.cfg, r.unsubscribe_url, fold=False)
 
     def headers_for(self, r: Recipient) -> dict[str, str]:
-        """Extra headers for HTTP APIs that build the MIME message themselves."""
-        return {
-            "List-Unsubscribe": self.list_unsubscribe(r),
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "List-Id": f"{clean_header(self.cfg.site.name)} <{self.cfg.sender.list_id}>",
-            "Feedback-ID": f"{self.number}:weekly:digest:{self.cfg.sender.feedback_id}",
-            "X-Kpdigest-Issue": str(self.number),
-        }
+        """Extra headers for HTTP APIs that build the MIME message themselves: the same
+        values as in `mime.build`, unencoded (the provider encodes them)."""
+        headers = dict(list_headers(self.cfg, self.number))
+        headers["List-Id"] = f"{clean_header(self.cfg.site.name)} <{self.cfg.sender.list_id}>"
+        headers["List-Unsubscribe"] = self.list_unsubscribe(r)
+        return headers
