@@ -55,3 +55,6 @@ class OutboxTransport(Transport):
             os.replace(tmp, path)
             out.append(Outcome(r.delivery_id, "sent", provider_message_id=path.name))
         return out
+
+
+TRANSPORT = OutboxTransport

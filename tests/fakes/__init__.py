@@ -1,0 +1,1 @@
+"""Loopback fakes of the mail providers, following each one's documented behaviour."""
