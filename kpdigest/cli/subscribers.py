@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from kpdigest.cli import Lazy, get, pass_ctx
+from kpdigest.errors import InvalidInput
 
 
 @click.group()
@@ -33,19 +34,25 @@ def add(obj: Lazy, email: str, name: str, topics: tuple[str, ...]) -> None:
 
 @subscribers.command(name="import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--list", "list_slug", default="weekly", show_default=True,
+              help="List for rows without a `lists` column.")
 @pass_ctx
-def import_(obj: Lazy, file: Path) -> None:
-    """Import a CSV (any common dialect); bad rows are reported by line."""
+def import_(obj: Lazy, file: Path, list_slug: str) -> None:
+    """Import a CSV of people who consented (any common dialect and encoding).
+
+    Bad rows are reported by line and the good ones land; importing the same file again
+    changes nothing; suppressed addresses stay suppressed.
+    """
     from subscribers.csvio import import_csv
 
     ctx = get(obj)
     ctx.require_schema()
-    report = import_csv(ctx, file)
+    report = import_csv(ctx, file, list_slug=list_slug, actor="cli")
     for line, reason in report.errors:
         click.echo(f"line {line}: {reason}", err=True)
-    click.echo(f"{report.added} added, {report.unchanged} unchanged, {len(report.errors)} rejected")
-    if report.errors:
-        sys.exit(1 if not report.added and not report.unchanged else 0)
+    click.echo(report.summary())
+    if report.errors and not (report.added or report.unchanged or report.suppressed):
+        sys.exit(InvalidInput.exit_code)
 
 
 @subscribers.command()
