@@ -62,13 +62,18 @@ class Collect:
     connect_timeout: float = 5.0
     read_timeout: float = 15.0
     max_bytes: int = 5_000_000
-    workers: int = 8
+    workers: int = 16
     per_host: int = 2
     max_failures: int = 5
     user_agent: str = "kpdigest/0.1"
     allow_private_addresses: bool = False
     excerpt_chars: int = 400
-    near_duplicate_threshold: float = 0.6
+    near_duplicate_threshold: float = 0.28
+    near_duplicate_days: int = 60
+    backoff_minutes: float = 30
+    max_redirects: int = 5
+    total_timeout: float = 60.0
+    parse_processes: int = 2
 
 
 @dataclass
@@ -104,6 +109,9 @@ class Schedule:
     review: bool = False
     review_deadline_minutes: int = 240
     review_deadline_action: str = "send"
+    cron: str = ""
+    dispatch_seconds: int = 60
+    maintenance_time: str = "03:30"
 
 
 @dataclass
@@ -112,6 +120,7 @@ class Digest:
     intro: str = ""
     max_html_bytes: int = 92160
     summary_chars: int = 320
+    max_spam_score: float = 5.0
 
 
 @dataclass
@@ -123,6 +132,7 @@ class Sending:
     max_attempts: int = 5
     error_threshold: float = 0.2
     lease_seconds: int = 600
+    backoff_seconds: float = 0.5
 
 
 @dataclass
@@ -149,12 +159,19 @@ class Web:
     confirm_expiry_hours: int = 72
     consent_text: str = "Yes, send me the weekly digest."
     consent_version: str = "1"
+    trusted_proxies: int = 0
+    import_max_mb: int = 200
 
 
 @dataclass
 class Webhooks:
     soft_bounce_threshold: int = 3
     retention_days: int = 90
+    require_https: bool = True
+    max_age_seconds: int = 300
+    sns_max_age_seconds: int = 3600
+    ses_cert_host: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
+    ses_topic_arns: list[str] = field(default_factory=list)
 
 
 TRANSPORTS = ("outbox", "smtp", "postmark", "sendgrid", "mailgun", "resend", "ses")
@@ -284,15 +301,22 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"transport.name: {cfg.transport.name!r} is not one of {', '.join(TRANSPORTS)}")
     if cfg.schedule.day not in DAYS:
         raise ConfigError(f"schedule.day: {cfg.schedule.day!r} is not one of {', '.join(DAYS)}")
-    hh, _, mm = cfg.schedule.time.partition(":")
-    if not (hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60):
-        raise ConfigError(f"schedule.time: {cfg.schedule.time!r} is not HH:MM")
     try:
         from zoneinfo import ZoneInfo
 
         ZoneInfo(cfg.schedule.timezone)
     except Exception as exc:  # ZoneInfoNotFoundError, ValueError
         raise ConfigError(f"schedule.timezone: {cfg.schedule.timezone!r} is not an IANA zone") from exc
+    for key in ("time", "maintenance_time"):
+        hh, _, mm = getattr(cfg.schedule, key).partition(":")
+        if not (hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60):
+            raise ConfigError(f"schedule.{key}: {getattr(cfg.schedule, key)!r} is not HH:MM")
+    if cfg.schedule.dispatch_seconds < 1:
+        raise ConfigError("schedule.dispatch_seconds: must be at least 1")
+    if cfg.schedule.cron:
+        from pipeline.jobs import weekly_trigger  # raises ConfigError naming schedule.cron
+
+        weekly_trigger(cfg)
     if cfg.schedule.review_deadline_action not in ("send", "skip"):
         raise ConfigError("schedule.review_deadline_action: must be 'send' or 'skip'")
     if not cfg.site.base_url.startswith(("http://", "https://")):

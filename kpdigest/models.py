@@ -242,7 +242,9 @@ deliveries = Table(
     Column("last_error", Text),
     Column("sent_at", TS),
     UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
-    Index("ix_deliveries_issue_state", "issue_id", "state", "id"),
+    # Claims read a keyset page of one variant's queued rows without a batch key in id
+    # order, and find batches waiting for a retry with their idempotency key, both here.
+    Index("ix_deliveries_issue_state", "issue_id", "state", "variant", "batch_key", "id"),
     Index("ix_deliveries_provider_message", "provider_message_id"),
 )
 

@@ -24,6 +24,12 @@ FIXTURES = Path(__file__).parent / "fixtures"
 REQUIRE_TOOLS = os.environ.get("KPDIGEST_REQUIRE_TOOLS") == "1"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`make golden`: rewrite tests/golden/* from the current templates instead of comparing."""
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite the golden files of tests/test_render_golden.py")
+
+
 def require_tool(name: str) -> str:
     """The tool's path; skip the test when it is absent (fail in CI, where .ci/run installs it)."""
     path = shutil.which(name)

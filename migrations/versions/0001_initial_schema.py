@@ -220,7 +220,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('issue_id', 'subscriber_id', name='uq_deliveries_issue_subscriber')
     )
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
-        batch_op.create_index('ix_deliveries_issue_state', ['issue_id', 'state', 'id'], unique=False)
+        batch_op.create_index('ix_deliveries_issue_state', ['issue_id', 'state', 'variant', 'batch_key', 'id'], unique=False)
         batch_op.create_index('ix_deliveries_provider_message', ['provider_message_id'], unique=False)
 
     op.create_table('issue_articles',
