@@ -39,17 +39,26 @@ def db_url(tmp_path):
     return f"sqlite:///{tmp_path / 'kpdigest.db'}"
 
 
-def _kill_at_random(mp, config, number: int, rng: random.Random) -> None:
-    """A sender process, SIGKILLed at a random moment while it sends."""
+def _kill_at_random(mp, config, number: int, rng: random.Random, fake: FakeProvider) -> None:
+    """A sender process, SIGKILLed at a random point of its progress while it sends.
+
+    The moment is drawn from the provider's progress (a random count of accepted
+    recipients, then a random few milliseconds), not from the clock, so the kill lands
+    mid-send however loaded the machine is.
+    """
     ready = mp.Event()
     env = {k: v for k, v in os.environ.items() if k.startswith("KPDIGEST_")}
     child = mp.Process(target=run, args=(str(config), number, env, ready))
     child.start()
     assert ready.wait(30)
-    time.sleep(rng.uniform(0.0, 0.3))
+    target = rng.randrange(0, AUDIENCE - BATCH * IN_FLIGHT)
+    deadline = time.monotonic() + 30
+    while sum(fake.counts().values()) < target and child.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(rng.uniform(0.0, 0.01))
     os.kill(child.pid, signal.SIGKILL)
     child.join(30)
-    assert child.exitcode == -signal.SIGKILL
+    assert child.exitcode == -signal.SIGKILL, "the sender finished before it could be killed"
 
 
 def _ledger(ctx, number: int) -> dict[str, str]:
@@ -79,7 +88,7 @@ def test_sigkill_at_random_moments_then_resume(make_ctx, monkeypatch, tmp_path, 
     try:
         for _run in range(RUNS[kind]):
             number = make_issue(ctx)
-            _kill_at_random(mp, config, number, rng)
+            _kill_at_random(mp, config, number, rng, fake)
             fake.wait_idle()
             before = _ledger(ctx, number)
             killed_mid_send += 0 < sum(s == "sent" for s in before.values()) < AUDIENCE
