@@ -26,7 +26,7 @@ demo: venv
 	$(KPD) subscribers import sample/subscribers.csv
 	$(KPD) collect
 	$(KPD) queue add --title "Pat, don't rub: the two-minute KP habit" --file sample/tip.md --approve
-	@N=$$($(KPD) issue build) && echo "issue #$$N" && \
+	@N=$$($(KPD) issue build) && \
 	 $(KPD) issue send $$N && \
 	 $(KPD) issue preview $$N >/dev/null && \
 	 echo "" && echo "Outbox (one .eml per subscriber): $(CURDIR)/var/outbox/" && \
