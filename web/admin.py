@@ -226,12 +226,16 @@ def issues_page() -> str:
 
 
 @bp.get("/issues/<int:number>")
-@requires("admin")
+@requires("admin", "editor")  # editors see progress and review drafts; the actions are admins'
 def issue_page(number: int) -> str:
     from pipeline.control import issue_progress
+    from web.desk import drafts
 
     progress = issue_progress(ctx(), number)
-    return render_template("desk/issue.html", p=progress, refresh=progress.status == "sending")
+    with ctx().engine.connect() as conn:
+        review = drafts(conn, number)
+    return render_template("desk/issue.html", p=progress, refresh=progress.status == "sending",
+                           drafts=review)
 
 
 @bp.post("/issues/<int:number>/<action>")
