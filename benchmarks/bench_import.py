@@ -73,10 +73,11 @@ def main() -> None:
             targets.append(("postgresql", url))
         try:
             for name, url in targets:
+                load = os.getloadavg()[0]  # the machine is shared: say how busy it was
                 first, cpu, second, summary = run(url, csv_path, rows)
                 print(f"{name:<11} import {first:6.1f} s ({rows / first:,.0f} rows/s, this process's CPU "
                       f"{cpu:.1f} s); re-import {second:6.1f} s; {summary}; load average "
-                      f"{os.getloadavg()[0]:.1f}")
+                      f"{load:.1f} -> {os.getloadavg()[0]:.1f}")
         finally:
             if pg and schema:
                 with make_engine(pg).begin() as conn:

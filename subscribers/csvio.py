@@ -3,7 +3,8 @@
 Import is per-row isolated: a bad row is reported with its line number and reason and the
 good rows land. Re-importing a file changes nothing; suppressed addresses stay suppressed.
 Rows are written in chunks with set-based statements (one SELECT/INSERT per chunk and
-table), because a million `add_subscriber` calls would take an hour.
+table), because a million `add_subscriber` calls would take an hour. A writer thread
+writes chunk N while this thread parses chunk N+1 (the database works while Python parses).
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import IO, Any
 
 from sqlalchemy import select
@@ -30,7 +34,7 @@ EMAIL_COLUMNS = ("email", "e-mail", "email address", "email_address", "mail", "a
 NAME_COLUMNS = ("name", "full name", "full_name")
 SOURCE_COLUMNS = ("consent_source", "consent source", "source")
 KNOWN = {*EMAIL_COLUMNS, *NAME_COLUMNS, *SOURCE_COLUMNS, "lists", "list", "topics", "timezone"}
-CHUNK = 2000
+CHUNK = 20000
 
 
 @dataclass
@@ -203,32 +207,79 @@ def import_csv(ctx: Context, source: Path | IO[bytes] | bytes, *, source_name: s
         raise InvalidInput(f"unknown list {list_slug!r}")
     cols, rows = read_rows(decode(raw))
     parser = Parser(cols, set(ctx.config.topics), list_ids, list_slug, f"import:{name}")
-    writer = BulkWriter(ctx, list_ids, actor)
     report = report if report is not None else ImportReport()
     seen: set[str] = set()
     chunk: list[Row] = []
-    for line, cells in rows:
-        report.rows += 1
-        try:
-            parsed = parser.parse(line, cells)
-        except InvalidInput as exc:
-            report.errors.append((line, str(exc)))
-            continue
-        if parsed.email in seen:
-            report.unchanged += 1
-            continue
-        seen.add(parsed.email)
-        chunk.append(parsed)
-        if len(chunk) >= CHUNK:
-            writer.flush(chunk, report)
-            chunk = []
-            if progress:
-                progress(report)
-    if chunk:
-        writer.flush(chunk, report)
+    repeats = 0  # counted by the writer: only one thread adds to report.unchanged
+    with Background(BulkWriter(ctx, list_ids, actor), report) as sink:
+        for line, cells in rows:
+            report.rows += 1
+            try:
+                parsed = parser.parse(line, cells)
+            except InvalidInput as exc:
+                report.errors.append((line, str(exc)))
+                continue
+            if parsed.email in seen:
+                repeats += 1
+                continue
+            seen.add(parsed.email)
+            chunk.append(parsed)
+            if len(chunk) >= CHUNK:
+                sink.put(chunk, repeats)
+                chunk, repeats = [], 0
+                if progress:
+                    progress(report)
+        if chunk or repeats:
+            sink.put(chunk, repeats)
     if progress:
         progress(report)
     return report
+
+
+class Background:
+    """Flushes chunks in one writer thread, in order, at most two chunks behind the parser.
+
+    A writer error stops the import: the next `put` (or the end of the `with`) raises it;
+    an error in the parsing thread drops the chunks not yet written. Chunks already written
+    stay written, as before: each chunk is its own transaction and re-importing the file
+    only adds what is missing.
+    """
+
+    def __init__(self, writer: BulkWriter, report: ImportReport) -> None:
+        self.writer, self.report = writer, report
+        self.todo: queue.Queue[tuple[list[Row], int] | None] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, name="csv-import-writer", daemon=True)
+
+    def _run(self) -> None:
+        while (item := self.todo.get()) is not None:
+            if self.error is None and not self.stopped:
+                chunk, repeats = item
+                try:
+                    self.report.unchanged += repeats
+                    if chunk:
+                        self.writer.flush(chunk, self.report)
+                except BaseException as exc:  # handed to the parsing thread
+                    self.error = exc
+
+    def put(self, chunk: list[Row], repeats: int = 0) -> None:
+        """Queue a chunk (and the count of repeated addresses parsed since the last one)."""
+        if self.error is not None:
+            raise self.error
+        self.todo.put((chunk, repeats))
+
+    def __enter__(self) -> Background:
+        self.thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stopped = kind is not None
+        self.todo.put(None)
+        self.thread.join()
+        if kind is None and self.error is not None:
+            raise self.error
 
 
 STAGE = "kpd_import_stage"
@@ -237,10 +288,10 @@ STAGE_COLUMNS = ("line", "email", "first", "name", "timezone", "attributes", "li
 
 
 class BulkWriter:
-    """Writes a chunk set-based: rows go into a temporary staging table with one driver
-    executemany, then a handful of INSERT ... SELECT / UPDATE statements do the look-ups
-    and inserts inside the database. Per-row Python or per-row SQL would cost minutes at a
-    million rows; this costs seconds."""
+    """Writes a chunk set-based: rows go into a temporary staging table (COPY on
+    PostgreSQL, one executemany on SQLite), then a few INSERT ... SELECT statements (one
+    on PostgreSQL) do the look-ups and inserts inside the database. Per-row Python or
+    per-row SQL would cost minutes at a million rows; this costs seconds."""
 
     def __init__(self, ctx: Context, list_ids: dict[str, int], actor: str | None) -> None:
         self.ctx, self.list_ids, self.actor = ctx, list_ids, actor
@@ -255,9 +306,6 @@ class BulkWriter:
         if key not in self._json_cache:
             self._json_cache[key] = json.dumps({"list": slug, "source": source}, ensure_ascii=False)
         return self._json_cache[key]
-
-    def _as_json(self, column: str) -> str:
-        return f"CAST({column} AS JSON)" if self.pg else column
 
     def _stage_rows(self, chunk: list[Row]) -> list[tuple[Any, ...]]:
         out = []
@@ -295,41 +343,76 @@ class BulkWriter:
 
     def flush(self, chunk: list[Row], report: ImportReport) -> None:
         """Write one chunk in one transaction."""
-        m = self.mark
         now = subscribers.c.created_at.type._cached_bind_processor(self.dialect)(utcnow())
         with self.ctx.engine.begin() as conn:
+            if self.pg:
+                # The import can be re-run (it only adds what is missing), so a crash may lose
+                # the last chunks' commits rather than wait for a WAL flush at each one.
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             self._prepare(conn)
             self._stage(conn, self._stage_rows(chunk))
             blocked = f"EXISTS (SELECT 1 FROM suppressions p WHERE p.email = {STAGE}.email)"
             report.suppressed += conn.exec_driver_sql(
                 f"SELECT COUNT(*) FROM {STAGE} WHERE first = 1 AND {blocked}").scalar_one()
             conn.exec_driver_sql(f"DELETE FROM {STAGE} WHERE {blocked}")
-            conn.exec_driver_sql(
-                "INSERT INTO subscribers (email, name, timezone, attributes, soft_bounces, "
-                "created_at, updated_at) "
-                f"SELECT email, name, timezone, {self._as_json('attributes')}, 0, {m}, {m} FROM {STAGE} "
-                f"WHERE first = 1 AND NOT EXISTS (SELECT 1 FROM subscribers s WHERE s.email = {STAGE}.email)",
-                (now, now))
-            conn.exec_driver_sql(
-                f"UPDATE {STAGE} SET sid = s.id, is_new = CASE WHEN EXISTS (SELECT 1 FROM subscriptions x "
-                f"WHERE x.subscriber_id = s.id AND x.list_id = {STAGE}.list_id) THEN 0 ELSE 1 END "
-                f"FROM subscribers s WHERE s.email = {STAGE}.email")
-            conn.exec_driver_sql(
-                "INSERT INTO subscriptions (subscriber_id, list_id, status, topics, consent_at, "
-                "consent_source, consent_text, consent_version, confirmed_at, created_at, updated_at) "
-                f"SELECT sid, list_id, 'active', topics, {m}, source, consent_text, 'import', {m}, {m}, {m} "
-                f"FROM {STAGE} WHERE is_new = 1", (now, now, now, now))
-            conn.exec_driver_sql(
-                "INSERT INTO events (subscriber_id, kind, detail, actor, created_at) "
-                f"SELECT sid, 'subscribed', {self._as_json('detail')}, {m}, {m} FROM {STAGE} "
-                "WHERE is_new = 1 ORDER BY line, list_id", (self.actor, now))
-            added = conn.exec_driver_sql(
-                f"SELECT COUNT(DISTINCT email) FROM {STAGE} WHERE is_new = 1").scalar_one()
-            kept = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {STAGE} WHERE first = 1").scalar_one()
+            added, kept = (self._subscribe_pg if self.pg else self._subscribe)(conn, now)
             if not self.pg:
                 conn.exec_driver_sql(f"DELETE FROM {STAGE}")
         report.added += added
         report.unchanged += kept - added
+
+    def _subscribe(self, conn: Connection, now: Any) -> tuple[int, int]:
+        """New subscribers, then subscriptions and their events for the staged rows that
+        lack one (SQLite)."""
+        m = self.mark
+        conn.exec_driver_sql(
+            f"INSERT INTO subscribers (email, name, timezone, attributes, soft_bounces, created_at, "
+            f"updated_at) SELECT email, name, timezone, attributes, 0, {m}, {m} FROM {STAGE} WHERE first = 1 "
+            f"AND NOT EXISTS (SELECT 1 FROM subscribers s WHERE s.email = {STAGE}.email)", (now, now))
+        conn.exec_driver_sql(
+            f"UPDATE {STAGE} SET sid = s.id, is_new = CASE WHEN EXISTS (SELECT 1 FROM subscriptions x "
+            f"WHERE x.subscriber_id = s.id AND x.list_id = {STAGE}.list_id) THEN 0 ELSE 1 END "
+            f"FROM subscribers s WHERE s.email = {STAGE}.email")
+        conn.exec_driver_sql(
+            "INSERT INTO subscriptions (subscriber_id, list_id, status, topics, consent_at, "
+            "consent_source, consent_text, consent_version, confirmed_at, created_at, updated_at) "
+            f"SELECT sid, list_id, 'active', topics, {m}, source, consent_text, 'import', {m}, {m}, {m} "
+            f"FROM {STAGE} WHERE is_new = 1", (now, now, now, now))
+        conn.exec_driver_sql(
+            "INSERT INTO events (subscriber_id, kind, detail, actor, created_at) "
+            f"SELECT sid, 'subscribed', detail, {m}, {m} FROM {STAGE} "
+            "WHERE is_new = 1 ORDER BY line, list_id", (self.actor, now))
+        added = conn.exec_driver_sql(
+            f"SELECT COUNT(DISTINCT email) FROM {STAGE} WHERE is_new = 1").scalar_one()
+        kept = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {STAGE} WHERE first = 1").scalar_one()
+        return int(added), int(kept)
+
+    def _subscribe_pg(self, conn: Connection, now: Any) -> tuple[int, int]:
+        """The same in one statement. New subscribers come back from their INSERT with
+        their ids (RETURNING), so only the addresses seen before are looked up again, and
+        only those need the "already subscribed?" probe; the rows picked feed both the
+        subscriptions and the events INSERT. No staging UPDATE, no counting passes."""
+        row = conn.exec_driver_sql(
+            "WITH new AS (INSERT INTO subscribers (email, name, timezone, attributes, soft_bounces, "
+            "created_at, updated_at) SELECT email, name, timezone, CAST(attributes AS JSON), 0, %s, %s "
+            f"FROM {STAGE} st WHERE first = 1 "
+            "AND NOT EXISTS (SELECT 1 FROM subscribers s WHERE s.email = st.email) RETURNING id, email), "
+            "s AS MATERIALIZED ("
+            f"SELECT st.line, st.list_id, st.topics, st.source, st.consent_text, st.detail, new.id AS sid "
+            f"FROM {STAGE} st JOIN new ON new.email = st.email "
+            "UNION ALL "
+            f"SELECT st.line, st.list_id, st.topics, st.source, st.consent_text, st.detail, sub.id "
+            f"FROM {STAGE} st JOIN subscribers sub ON sub.email = st.email "  # rows before this statement
+            "WHERE st.email NOT IN (SELECT email FROM new) AND NOT EXISTS (SELECT 1 FROM subscriptions x "
+            "WHERE x.subscriber_id = sub.id AND x.list_id = st.list_id)), "
+            "ins AS (INSERT INTO subscriptions (subscriber_id, list_id, status, topics, consent_at, "
+            "consent_source, consent_text, consent_version, confirmed_at, created_at, updated_at) "
+            "SELECT sid, list_id, 'active', topics, %s, source, consent_text, 'import', %s, %s, %s FROM s), "
+            "ev AS (INSERT INTO events (subscriber_id, kind, detail, actor, created_at) "
+            "SELECT sid, 'subscribed', CAST(detail AS JSON), %s, %s FROM s ORDER BY line, list_id) "
+            f"SELECT (SELECT COUNT(DISTINCT sid) FROM s), (SELECT COUNT(*) FROM {STAGE} WHERE first = 1)",
+            (now, now, now, now, now, now, self.actor, now)).one()
+        return int(row[0]), int(row[1])
 
 
 def export_rows(ctx: Context) -> Iterator[list[str]]:
