@@ -5,6 +5,7 @@ recorded.
     python -m benchmarks.bench_send                       # 100k, SQLite (+ PostgreSQL if configured)
     python -m benchmarks.bench_send --n 1000000 --kinds mailgun --latency 0 --dbs sqlite
     python -m benchmarks.bench_send --naive 200           # the naive loop, for the ratio
+    python -m benchmarks.bench_send --senders 2           # two sender processes on one issue
 
 PostgreSQL runs when KPDIGEST_BENCH_DATABASE_URL (or KPDIGEST_TEST_DATABASE_URL) is set;
 it uses a schema of its own, dropped afterwards. Each measured send runs in a fresh child
@@ -95,14 +96,26 @@ def freeze(config: Path) -> int:
     return number
 
 
-def run_child(config: Path, number: int, kind: str, base_url: str) -> dict[str, float]:
-    """One measured send in a fresh process: recipients/s and peak RSS."""
+def run_child(config: Path, number: int, kind: str, base_url: str, senders: int = 1) -> dict[str, float]:
+    """One measured send in fresh processes (`senders` of them sharing the issue, as two
+    `issue send` would): recipients/s over the span from the first start to the last
+    finish, and the largest peak RSS."""
     from tests.fakes.config import use_provider
 
     use_provider(config, kind, base_url)
-    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_send", "--child", str(config), str(number)],
-                         cwd=PROJECT_ROOT, capture_output=True, text=True, check=True, env=os.environ.copy())
-    return json.loads(out.stdout.splitlines()[-1])
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.bench_send", "--child", str(config),
+                               str(number)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
+                              env=os.environ.copy()) for _ in range(senders)]
+    results = []
+    for p in procs:
+        out, _ = p.communicate()
+        if p.returncode:
+            raise RuntimeError(f"sender exited with {p.returncode}")
+        results.append(json.loads(out.splitlines()[-1]))
+    sent = sum(r["sent_now"] for r in results)
+    seconds = max(r["end"] for r in results) - min(r["start"] for r in results)
+    return {"sent": sent, "seconds": seconds, "rate": sent / seconds,
+            "rss_mb": max(r["rss_mb"] for r in results)}
 
 
 def child(config: str, number: int) -> None:
@@ -110,12 +123,12 @@ def child(config: str, number: int) -> None:
     from pipeline.send import send_issue
 
     ctx = Context.load(config)
-    start = time.perf_counter()
+    start, t0 = time.time(), time.perf_counter()
     r = send_issue(ctx, number, force=True)
-    took = time.perf_counter() - start
+    took = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"sent": r.counts["sent"], "seconds": took, "rate": r.counts["sent"] / took,
-                      "rss_mb": rss}))
+    print(json.dumps({"sent": r.counts["sent"], "sent_now": r.sent_now, "seconds": took,
+                      "start": start, "end": start + took, "rate": r.counts["sent"] / took, "rss_mb": rss}))
 
 
 class Fake:
@@ -186,12 +199,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kinds", default="postmark,mailgun")
     ap.add_argument("--dbs", default="sqlite,postgresql")
     ap.add_argument("--latency", type=float, default=0.02)
+    ap.add_argument("--senders", type=int, default=1, help="sender processes sharing the issue")
     ap.add_argument("--naive", type=int, default=0, help="also time the naive loop over this many recipients")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv if argv is not None else sys.argv[1:])
     if args.child:
         return child(args.child[0], int(args.child[1]))
-    print(f"bench_send: {args.n:,} subscribers, 10-article issue, fake latency {args.latency * 1000:.0f} ms")
+    print(f"bench_send: {args.n:,} subscribers, 10-article issue, fake latency {args.latency * 1000:.0f} ms, "
+          f"{args.senders} sender process(es), load average {os.getloadavg()[0]:.1f}")
     for kind in args.kinds.split(","):
         scratch = Path(tempfile.mkdtemp(prefix="kpd-bench-"))
         for label, url, schema in database_urls(args.dbs.split(","), scratch):
@@ -205,12 +220,12 @@ def main(argv: list[str] | None = None) -> None:
                 setup = time.perf_counter() - t0
                 fake = Fake(kind, args.latency)
                 try:
-                    res = run_child(config, number, kind, fake.base)
+                    res = run_child(config, number, kind, fake.base, args.senders)
                 finally:
                     fake.close()
                 print(f"{kind:<9}{label:<11} {res['sent']:>9,} sent in {res['seconds']:7.1f} s = "
-                      f"{res['rate']:8,.0f}/s   peak RSS {res['rss_mb']:6.0f} MB   (setup {setup:.0f} s)",
-                      flush=True)
+                      f"{res['rate']:8,.0f}/s   peak RSS {res['rss_mb']:6.0f} MB   (setup {setup:.0f} s)"
+                      f"  load {os.getloadavg()[0]:.1f}", flush=True)
             finally:
                 if schema:
                     _pg_schema(url, schema, False)

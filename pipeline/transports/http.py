@@ -45,7 +45,7 @@ class JsonFiller:
     """A Personalizer whose literal parts are JSON-escaped once, so a recipient's body
     costs a join of pre-escaped parts and the escaping of a few short values."""
 
-    __slots__ = ("escape", "parts", "slots")
+    __slots__ = ("bparts", "escape", "parts", "slots")
 
     def __init__(self, p: Personalizer, escape: Callable[[str], str] | None = None) -> None:
         self.slots = list(p.slots)
@@ -54,6 +54,7 @@ class JsonFiller:
         for lit in p.literals[1:]:
             self.parts += ["", json_escape(lit)]
         self.parts[-1] += '"'
+        self.bparts = [part.encode("ascii") for part in self.parts]
 
     def fill(self, values: dict[str, str]) -> str:
         """A complete JSON string literal (quotes included)."""
@@ -63,6 +64,16 @@ class JsonFiller:
             v = values.get(slot, "")
             parts[2 * i + 1] = json_escape(esc(v) if esc else v)
         return "".join(parts)
+
+    def fill_bytes(self, values: dict[str, str]) -> list[bytes]:
+        """The same literal as ASCII byte pieces, for a caller that joins a whole message
+        once (a 20 KB body is then copied once, not three times)."""
+        parts = self.bparts.copy()
+        esc = self.escape
+        for i, slot in enumerate(self.slots):
+            v = values.get(slot, "")
+            parts[2 * i + 1] = _json_str(esc(v) if esc else v)[1:-1].encode("ascii")
+        return parts
 
 
 class Fillers:
@@ -122,19 +133,24 @@ def json_str(value: str) -> str:
 
 class JsonArray:
     """A request body that is a JSON array of pre-encoded items, streamed item by item:
-    a 500-message batch is never joined into one more copy of itself."""
+    a 500-message batch is never joined into one more copy of itself. `separated`: every
+    item but the first already starts with its comma."""
 
-    def __init__(self, items: list[bytes]) -> None:
+    def __init__(self, items: list[bytes], separated: bool = False) -> None:
         self.items = items
-        self.length = 2 + sum(len(i) for i in items) + max(0, len(items) - 1)
+        self.separated = separated
+        self.length = 2 + sum(len(i) for i in items) + (0 if separated else max(0, len(items) - 1))
 
     def __len__(self) -> int:
         return self.length
 
     def __iter__(self) -> Iterator[bytes]:
         yield b"["
-        for i, item in enumerate(self.items):
-            yield (b"," + item) if i else item
+        if self.separated:
+            yield from self.items
+        else:
+            for i, item in enumerate(self.items):
+                yield (b"," + item) if i else item
         yield b"]"
 
 
