@@ -36,7 +36,7 @@ from kpdigest.models import articles, feeds
 from pipeline.dedupe import group_pending
 from pipeline.feeds import sync_config_feeds
 from pipeline.fetch import FetchGone, FetchResult, fetch, make_session
-from pipeline.parse import Parsed, parse_feed
+from pipeline.parse import Parsed, init_worker, parse_feed, parse_in_worker
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(days=7)
@@ -149,17 +149,18 @@ class Run:
     def parse(self, feed: Any, result: FetchResult) -> Parsed:
         """Parse in the process pool when there is one: feedparser is pure Python, and
         threads alone would keep a 200-feed run on one core."""
-        args = (result.body, result.headers, result.final_url or feed.url, self.ctx.config, feed.name,
-                self.now, feed.id)
+        base_url = result.final_url or feed.url
         if self.parsers is not None:
             try:
-                return self.parsers.submit(parse_feed, *args).result()
+                return self.parsers.submit(parse_in_worker, result.body, result.headers, base_url,
+                                           feed.name, self.now, feed.id).result()
             except (BrokenProcessPool, RuntimeError, OSError) as exc:
                 # The pool itself failed (a worker died, or could not start): that is no
                 # fault of this feed, so parse here for the rest of the run.
                 log.error("parser processes unavailable (%s); parsing in threads", exc.__class__.__name__)
                 self.parsers = None
-        return parse_feed(*args)
+        return parse_feed(result.body, result.headers, base_url, self.ctx.config, feed.name, self.now,
+                          feed.id)
 
 
 def collect_feed(run: Run, feed: Any) -> FeedOutcome:
@@ -277,5 +278,6 @@ def _parser_pool(cfg: Config, n_feeds: int) -> Iterator[ProcessPoolExecutor | No
         return
     context = multiprocessing.get_context("forkserver")  # never fork a process that has threads
     context.set_forkserver_preload(["pipeline.parse"])
-    with ProcessPoolExecutor(max_workers=n, mp_context=context) as parsers:
+    with ProcessPoolExecutor(max_workers=n, mp_context=context, initializer=init_worker,
+                             initargs=(cfg,)) as parsers:
         yield parsers

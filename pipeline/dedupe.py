@@ -57,10 +57,25 @@ def _stem(word: str) -> bytes:
     return word.encode()
 
 
+@lru_cache(maxsize=1)
+def _affine() -> tuple[np.ndarray, np.ndarray]:
+    a, b = _template().permutations
+    return a.astype(np.uint32)[None, :], b.astype(np.uint32)[None, :]
+
+
 @lru_cache(maxsize=200_000)
 def _feature_hash(feature: bytes) -> int:
     """datasketch's own 32-bit SHA-1 hash, cached: vocabularies repeat, articles do not."""
     return sha1_hash32(feature)
+
+
+def _fmix32(hv: np.ndarray) -> np.ndarray:
+    """MurmurHash3's finaliser, which datasketch's affine32 scheme applies to every hash."""
+    hv = hv ^ (hv >> np.uint32(16))
+    hv = hv * np.uint32(0x85EBCA6B)
+    hv = hv ^ (hv >> np.uint32(13))
+    hv = hv * np.uint32(0xC2B2AE35)
+    return hv ^ (hv >> np.uint32(16))
 
 
 def features(text: str) -> set[bytes]:
@@ -73,10 +88,11 @@ def signature(text: str) -> np.ndarray | None:
     words = features(text)
     if len(words) < MIN_FEATURES:
         return None
-    m = MinHash(num_perm=NUM_PERM, scheme=SCHEME, permutations=_template().permutations,
-                hashfunc=_feature_hash)
-    m.update_batch(list(words))
-    return m.hashvalues
+    # datasketch's MinHash(scheme="affine32").update_batch, value for value, without
+    # building a MinHash object (and checking its permutations) per article.
+    hv = _fmix32(np.fromiter((_feature_hash(w) for w in words), dtype=np.uint32, count=len(words)))
+    a, b = _affine()
+    return (hv[:, None] * a + b).min(axis=0)  # type: ignore[no-any-return]
 
 
 def encode(values: np.ndarray | None) -> str | None:

@@ -55,6 +55,22 @@ def parse_feed(body: bytes, headers: dict[str, str], base_url: str, cfg: Config,
                   warning=warning, raw_entries=len(parsed.entries))
 
 
+_worker_config: Config | None = None
+
+
+def init_worker(cfg: Config) -> None:
+    """Parser-process initialiser: the configuration crosses once per process, not per feed."""
+    global _worker_config
+    _worker_config = cfg
+
+
+def parse_in_worker(body: bytes, headers: dict[str, str], base_url: str, source: str,
+                    now: datetime, scope: int | None = None) -> Parsed:
+    """`parse_feed` with the configuration `init_worker` left in this process."""
+    assert _worker_config is not None, "init_worker was not run in this process"
+    return parse_feed(body, headers, base_url, _worker_config, source, now, scope)
+
+
 def is_harmless(warning: str | None) -> bool:
     """A warning that only says the declared encoding was wrong: nothing an editor must fix."""
     return bool(warning and warning.startswith(_HARMLESS_BOZO))
