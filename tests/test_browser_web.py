@@ -7,30 +7,16 @@ from __future__ import annotations
 import re
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pipeline.queue import add_markdown
 from subscribers.users import add_user
-from tests.conftest import require_tool
 from tests.test_web_helpers import PASSWORD, fresh_outbox, link_in, make_app
 
 pytestmark = pytest.mark.browser
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    path = require_tool("chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=ARGS)
-        yield b
-        b.close()
 
 
 def _free_port() -> int:

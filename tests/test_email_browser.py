@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tool
 from tests.golden import fixed_issue
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def _png(width: int, height: int, rgb: tuple[int, int, int] = (217, 184, 168)) -> bytes:
@@ -30,16 +26,6 @@ def _png(width: int, height: int, rgb: tuple[int, int, int] = (217, 184, 168)) -
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    exe = require_tool("chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
