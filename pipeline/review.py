@@ -56,18 +56,24 @@ def approve_issue(ctx: Context, number: int, by: str, *, force: bool = False,
     """
     from pipeline.check import ensure_sendable
 
-    if not by.strip():
-        raise StateError("an approval needs the approver's name or address")
-    with ctx.engine.connect() as conn:
-        issue = get_issue(conn, number)
-    if issue.status != "draft":
-        raise StateError(f"issue #{number} is {issue.status}, not a draft awaiting approval")
+    issue = _draft(ctx, number, by, "an approval needs the approver's name or address")
     if not force:
         ensure_sendable(ctx, number)
     _approve(ctx, issue.id, by, now or utcnow())
     log.info("issue #%d approved by %s", number, by)
     with ctx.engine.connect() as conn:
         return get_issue(conn, number)
+
+
+def _draft(ctx: Context, number: int, by: str, anonymous: str) -> Any:
+    """Issue `number` if it is a draft and the actor is named; else StateError."""
+    if not by.strip():
+        raise StateError(anonymous)
+    with ctx.engine.connect() as conn:
+        issue = get_issue(conn, number)
+    if issue.status != "draft":
+        raise StateError(f"issue #{number} is {issue.status}, not a draft awaiting approval")
+    return issue
 
 
 def _approve(ctx: Context, issue_id: int, by: str, now: datetime) -> bool:
@@ -89,12 +95,7 @@ def mark_auto_approved(ctx: Context, issue_id: int, now: datetime | None = None)
 def reject_issue(ctx: Context, number: int, by: str, reason: str = "",
                  now: datetime | None = None) -> str:
     """Draft -> skipped for its period; returns the recorded reason."""
-    if not by.strip():
-        raise StateError("a rejection needs the editor's name or address")
-    with ctx.engine.connect() as conn:
-        issue = get_issue(conn, number)
-    if issue.status != "draft":
-        raise StateError(f"issue #{number} is {issue.status}, not a draft awaiting approval")
+    issue = _draft(ctx, number, by, "a rejection needs the editor's name or address")
     now = now or utcnow()
     why = f"rejected by {by} at {now:%Y-%m-%d %H:%M} UTC" + (f": {reason}" if reason else "")
     if not _withdraw(ctx, issue.id, why):
