@@ -74,6 +74,7 @@ class Collect:
     max_redirects: int = 5
     total_timeout: float = 60.0
     parse_processes: int = 2
+    fast_parser: bool = True
 
 
 @dataclass

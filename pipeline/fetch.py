@@ -55,8 +55,9 @@ def make_session(cfg: Config) -> requests.Session:
     session.headers["User-Agent"] = cfg.collect.user_agent
     session.headers["Accept"] = ACCEPT
     session.headers["Accept-Encoding"] = "gzip, deflate"
-    adapter = HTTPAdapter(pool_connections=max(10, cfg.collect.workers),
-                          pool_maxsize=max(10, cfg.collect.workers), max_retries=0)
+    # pool_connections is how many hosts keep their pool: enough for every publisher of a
+    # run, so a connection is not torn down and redone when hosts outnumber the workers.
+    adapter = HTTPAdapter(pool_connections=256, pool_maxsize=max(10, cfg.collect.workers), max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session

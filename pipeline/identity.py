@@ -22,7 +22,10 @@ def _keep_param(name: str) -> bool:
 
 def clean_url(url: str) -> str:
     """The link as published minus tracking parameters and fragment: what we store and mail."""
-    parts = urlsplit(url.strip())
+    url = url.strip()
+    if "?" not in url and "#" not in url:
+        return urlunsplit(urlsplit(url))  # nothing to strip: only normalise, as below
+    parts = urlsplit(url)
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if _keep_param(k)]
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
 

@@ -30,7 +30,9 @@ def _absolutize(base_url: str | None) -> object:
     def attribute_filter(tag: str, attr: str, value: str) -> str | None:
         if attr not in ("href", "src"):
             return value
-        full = urljoin(base_url, value.strip()) if base_url else value.strip()
+        value = value.strip()
+        absolute = value[:8].lower().startswith(("http://", "https://"))
+        full = urljoin(base_url, value) if base_url and not absolute else value
         if not full.lower().startswith(("http://", "https://", "mailto:")):
             return None  # javascript:, data:, vbscript:, relative without a base...
         return full
