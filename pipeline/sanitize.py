@@ -91,13 +91,17 @@ def html_to_text(fragment: str) -> str:
 
 
 _TAG_RE = re.compile(r"<[^>]*>")
+# nh3 writes tag names in lower case: no IGNORECASE needed on its output.
+_CLEAN_BLOCK_RE = re.compile(r"</?(?:p|div|br|li|h[1-6]|tr|td|th|blockquote|pre|figure|figcaption)\b")
 
 
 def clean_text(clean_html: str) -> str:
     """Visible text of HTML that `sanitize_html` produced (well-formed, nothing hidden in it):
     a regex is enough there and much cheaper than a second sanitiser pass."""
-    spaced = _BLOCK_RE.sub(r" <\1\2", clean_html)
-    return _WS_RE.sub(" ", html.unescape(_TAG_RE.sub("", spaced))).strip()
+    text = _TAG_RE.sub("", _CLEAN_BLOCK_RE.sub(r" \g<0>", clean_html))
+    if "&" in text:
+        text = html.unescape(text)
+    return " ".join(text.split())
 
 
 def excerpt(text: str, limit: int) -> str:
