@@ -107,6 +107,7 @@ articles = Table(
     Column("created_at", TS, nullable=False),
     Index("ix_articles_story", "story_id"),
     Index("ix_articles_published", "published_at"),
+    Index("ix_articles_feed", "feed_id", "id"),  # a feed's latest identities, for the parser to skip
 )
 
 queue_items = Table(

@@ -174,17 +174,30 @@ class Run:
         """Parse in the process pool when there is one: feedparser is pure Python, and
         threads alone would keep a 200-feed run on one core."""
         base_url = result.final_url or feed.url
+        known = known_identities(self.ctx, feed.id)
         if self.parsers is not None:
             try:
                 return self.parsers.submit(parse_in_worker, result.body, result.headers, base_url,
-                                           feed.name, self.now, feed.id).result()
+                                           feed.name, self.now, feed.id, known).result()
             except (BrokenProcessPool, RuntimeError, OSError) as exc:
                 # The pool itself failed (a worker died, or could not start): that is no
                 # fault of this feed, so parse here for the rest of the run.
                 log.error("parser processes unavailable (%s); parsing in threads", exc.__class__.__name__)
                 self.parsers = None
         return parse_feed(result.body, result.headers, base_url, self.ctx.config, feed.name, self.now,
-                          feed.id)
+                          feed.id, known)
+
+
+KNOWN_LIMIT = 2000  # a feed document lists its latest entries: its latest stored ones suffice
+
+
+def known_identities(ctx: Context, feed_id: int) -> frozenset[str]:
+    """Identities of the feed's most recent stored articles, for the parser to skip. One
+    that is not here (older) is still caught when stored, only at full cost."""
+    with ctx.engine.connect() as conn:
+        return frozenset(conn.execute(
+            select(articles.c.identity).where(articles.c.feed_id == feed_id)
+            .order_by(articles.c.id.desc()).limit(KNOWN_LIMIT)).scalars())
 
 
 def collect_feed(run: Run, feed: Any) -> FeedOutcome:
@@ -223,6 +236,7 @@ def _record_success(run: Run, feed: Any, outcome: FeedOutcome, result: FetchResu
         if parsed is not None:
             outcome.warning = values["last_warning"] = parsed.warning
             outcome.seen, outcome.new = store_feed_articles(conn, parsed.entries, feed.id, run.now)
+            outcome.seen += parsed.known
         else:
             outcome.not_modified = True
         if result.moved_to and result.moved_to != feed.url:

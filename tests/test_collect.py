@@ -95,3 +95,24 @@ def test_only_the_command_line_may_add_a_local_file_as_feed(make_ctx):
         with pytest.raises(InvalidInput, match="not an http"):
             add_feed(ctx, url)
     assert add_feed(ctx, "sample/feeds/derm-notes.atom", allow_local=True) > 0
+
+
+def test_a_changed_feed_rebuilds_only_its_new_entries(make_ctx, feed_server, monkeypatch):
+    from pipeline import parse
+
+    items = [{"title": f"KP note {i}", "link": f"https://a.example.com/{i}", "guid": f"g{i}",
+              "description": "<p>Urea for keratosis pilaris.</p>"} for i in range(5)]
+    feed_server.serve_bytes("/kp.xml", rss("KP", items))
+    ctx = make_ctx(feeds=[("KP", f"{feed_server.base}/kp.xml", ["kp"])])
+    first = collect(ctx)
+    assert (first.new, first.outcomes[0].seen) == (5, 0)
+
+    built = []
+    real = parse.entry_record
+    monkeypatch.setattr(parse, "entry_record",
+                        lambda raw, *a, **k: built.append(raw["title"]) or real(raw, *a, **k))
+    items.insert(0, {"title": "KP note new", "link": "https://a.example.com/new", "guid": "gnew"})
+    feed_server.serve_bytes("/kp.xml", rss("KP", items))  # no ETag: a full 200 again
+    second = collect(ctx, force=True)
+    assert (second.new, second.outcomes[0].seen) == (1, 5)
+    assert built == ["KP note new"]  # the five stored ones were counted, not rebuilt
