@@ -1,23 +1,33 @@
 """Near-duplicate stories: syndicated copies and SEO rewrites of one article become one story.
 
-Each article gets a MinHash signature (datasketch) of its content words: stopwords dropped,
-plural/verb endings trimmed. Word n-grams only catch verbatim copies; rewrites that reword
-and reorder sentences (the sample article's three versions share 12-21% of their word
-3-grams) still share a third or more of their content words, while two different articles
-on the same subject share far fewer. New articles are looked up in an LSH index of recent
-signatures, so grouping costs a few band lookups per article instead of a comparison with
-every other article; candidates are confirmed by their estimated Jaccard similarity.
-`story_id` is the id of the group's first article: selection shows each story once.
+Each article gets a MinHash signature (datasketch's affine32 scheme) of its content words:
+stopwords dropped, plural/verb endings trimmed. Word n-grams only catch verbatim copies;
+rewrites that reword and reorder sentences (the sample article's three versions share 12-21%
+of their word 3-grams) still share a third or more of their content words, while two
+different articles on the same subject share far fewer. `story_id` is the id of the group's
+first article: selection shows each story once.
+
+Grouping works on a whole batch at once, in numpy, so that its cost does not grow with a
+Python loop per stored article: the LSH band keys of every signature (85 bands of 3 values)
+are sorted, articles that share a key with a pending (not yet grouped) article later than
+them are candidate pairs, and candidates are confirmed by their estimated Jaccard similarity.
+Signatures are stored as base64 text, and three values are 16 characters of it, so band keys
+and the cheap confirmation stages read the stored text directly; only the few pairs that pass
+them are decoded and compared value for value.
 """
 
 from __future__ import annotations
 
 import base64
+import gc
+import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from datasketch import MinHash
@@ -43,56 +53,86 @@ through too under until upon very was way well were what when where whether whic
 whom whose why will with within without would yet you your yours
 """.split())  # noqa: SIM905 - a word list reads better as text
 _SUFFIXES = ("ing", "ed", "es", "s", "ly")
+_CACHE_LIMIT = 200_000  # words remembered per process (parser processes live long)
+
+
 @lru_cache(maxsize=1)
 def _template() -> MinHash:
     """Permutations are generated once; every signature shares them (and must, to compare)."""
     return MinHash(num_perm=NUM_PERM, seed=1, scheme=SCHEME)
 
 
-@lru_cache(maxsize=200_000)
-def _stem(word: str) -> bytes:
-    for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
-            return word[: -len(suffix)].encode()
-    return word.encode()
-
-
 @lru_cache(maxsize=1)
 def _affine() -> tuple[np.ndarray, np.ndarray]:
     a, b = _template().permutations
-    return a.astype(np.uint32)[None, :], b.astype(np.uint32)[None, :]
+    return a.astype(np.uint32), b.astype(np.uint32)
 
 
-@lru_cache(maxsize=200_000)
-def _feature_hash(feature: bytes) -> int:
-    """datasketch's own 32-bit SHA-1 hash, cached: vocabularies repeat, articles do not."""
-    return sha1_hash32(feature)
+def _stem(word: str | bytes) -> bytes:
+    text = word.decode() if isinstance(word, bytes) else word  # endings count characters
+    for suffix in _SUFFIXES:
+        if text.endswith(suffix) and len(text) - len(suffix) >= 4:
+            return text[: -len(suffix)].encode()
+    return text.encode()
 
 
-def _fmix32(hv: np.ndarray) -> np.ndarray:
+def _fmix32(h: int) -> int:
     """MurmurHash3's finaliser, which datasketch's affine32 scheme applies to every hash."""
-    hv = hv ^ (hv >> np.uint32(16))
-    hv = hv * np.uint32(0x85EBCA6B)
-    hv = hv ^ (hv >> np.uint32(13))
-    hv = hv * np.uint32(0xC2B2AE35)
-    return hv ^ (hv >> np.uint32(16))
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
+class _Memo(dict):  # type: ignore[type-arg]
+    """A dict that computes missing entries: looked up with `map(memo.__getitem__, ...)`, at
+    C speed (vocabularies repeat, articles do not); forgets everything when full."""
+
+    def __init__(self, compute: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.compute = compute
+
+    def __missing__(self, key: Any) -> Any:
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        value = self[key] = self.compute(key)
+        return value
+
+
+_STEMS = _Memo(_stem)  # word (bytes for ASCII text, else str) -> stem
+_HASHES = _Memo(lambda stem: _fmix32(sha1_hash32(stem)))  # stem -> datasketch's hash, pre-mixed
+_ASCII_LETTERS = bytes(c if 97 <= c <= 122 else 32 for c in range(256))  # the rest separates words
+_ASCII_STOPWORDS = frozenset(w.encode() for w in STOPWORDS)
 
 
 def features(text: str) -> set[bytes]:
     """The content words of `text`, lower-cased and crudely stemmed."""
-    return {_stem(w) for w in set(_WORD_RE.findall(text.lower())) - STOPWORDS}
+    lowered = text.lower()
+    if lowered.isascii():  # the same words as the regular expression, split in C
+        words = {w for w in lowered.encode().translate(_ASCII_LETTERS).split() if len(w) >= 3}
+        return set(map(_STEMS.__getitem__, words - _ASCII_STOPWORDS))
+    return set(map(_STEMS.__getitem__, set(_WORD_RE.findall(lowered)) - STOPWORDS))
+
+
+def _hashes(text: str) -> np.ndarray | None:
+    stems = features(text)
+    if len(stems) < MIN_FEATURES:
+        return None
+    return np.fromiter(map(_HASHES.__getitem__, stems), dtype=np.uint32, count=len(stems))
 
 
 def signature(text: str) -> np.ndarray | None:
-    """MinHash hash values of `text`, or None when it is too short to compare safely."""
-    words = features(text)
-    if len(words) < MIN_FEATURES:
+    """MinHash hash values of `text` (uint32, datasketch's `MinHash(num_perm=256, seed=1,
+    scheme="affine32").update_batch` value for value), or None when it is too short to compare
+    safely."""
+    hv = _hashes(text)
+    if hv is None:
         return None
-    # datasketch's MinHash(scheme="affine32").update_batch, value for value, without
-    # building a MinHash object (and checking its permutations) per article.
-    hv = _fmix32(np.fromiter((_feature_hash(w) for w in words), dtype=np.uint32, count=len(words)))
     a, b = _affine()
-    return (hv[:, None] * a + b).min(axis=0)  # type: ignore[no-any-return]
+    values = np.multiply.outer(hv, a)
+    values += b
+    return values.min(axis=0)  # type: ignore[no-any-return]
 
 
 def encode(values: np.ndarray | None) -> str | None:
@@ -105,7 +145,7 @@ def decode(text: str | None) -> np.ndarray | None:
     if not text:
         return None
     try:
-        values = np.frombuffer(base64.b64decode(text), dtype="<u4").astype(np.uint64)
+        values = np.frombuffer(base64.b64decode(text), dtype="<u4").astype(np.uint32)
     except ValueError:
         return None
     return values if len(values) == NUM_PERM else None
@@ -116,108 +156,256 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.count_nonzero(a == b)) / NUM_PERM
 
 
+# --- grouping -------------------------------------------------------------------------------
+
+ROWS = 3
+BANDS = NUM_PERM // ROWS  # 85 bands: 1-(1-J^3)^85 is 98% at Jaccard 0.35, 85% at 0.28, 8% at 0.1
+ENCODED = 1368  # len(encode(values)): 1024 bytes in base64
+_BAND_CHARS = 16  # 3 values are 12 bytes, 16 base64 characters: a band is a substring
+_PAIRS_PER_CHUNK = 1 << 14  # pairs checked at a time: their rows stay in the CPU caches
+# One character lying wholly inside each value: its 6 bits, a 6-bit MinHash read off the text.
+_SEXTET_AT = np.array([_BAND_CHARS * band + c for band in range(BANDS) for c in (0, 6, 11)]
+                      + [_BAND_CHARS * BANDS], dtype=np.intp)
+_SEXTET = np.zeros(256, dtype=np.uint8)  # base64 character -> its 6 bits
+_SEXTET[np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", np.uint8)] = \
+    range(64)
+_EVEN_BITS = np.uint64(0x5555555555555555)
+_NIBBLE_BITS = np.uint64(0x1111111111111111)
+_BYTE_SUM = np.uint64(0x0101010101010101)
+_KEY_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F))
+_BAND_SALT = np.arange(BANDS, dtype=np.uint64) * np.uint64(0x27D4EB2F165667C5)
+
+
+def _two_bit_floor(need: int) -> int:
+    """Fewest 2-bit matches (of 256) that a pair with `need` equal values shows in all but one
+    case in 2,000: its other values agree on their low two bits by chance, a quarter of them.
+    The cheap first check; pairs with more equal values pass it even more surely."""
+    rest = NUM_PERM - need
+    total = 0.0
+    for k in range(rest + 1):
+        total += math.comb(rest, k) * 0.25**k * 0.75 ** (rest - k)
+        if total > 5e-4:
+            return need + k
+    return need + rest
+
+
+@dataclass
+class _Encoded:
+    """The batch's signatures as one (rows, 1368) array of base64 characters."""
+
+    pos: np.ndarray  # batch position of each row
+    chars: np.ndarray
+    texts: list[str]
+
+    @classmethod
+    def of(cls, minhashes: Sequence[str | None]) -> _Encoded:
+        pos = [i for i, text in enumerate(minhashes) if text]
+        texts: list[str] = [minhashes[i] for i in pos]  # type: ignore[misc]
+        if any(len(t) != ENCODED for t in texts):  # not written by `encode`: make it so, or skip
+            texts = [encode(decode(t)) for t in texts]  # type: ignore[misc]
+            pos = [i for i, t in zip(pos, texts, strict=True) if t]
+            texts = [t for t in texts if t]
+        try:
+            chars = np.array(texts, dtype=f"S{ENCODED}").view(np.uint8).reshape(len(texts), ENCODED)
+        except UnicodeEncodeError:  # garbage: one byte per character still, and never matches
+            raw = "".join(texts).encode("ascii", "replace")
+            chars = np.frombuffer(raw, dtype=np.uint8).reshape(len(texts), ENCODED)
+        return cls(np.array(pos, dtype=np.intp), chars, texts)
+
+    def subset(self, rows: np.ndarray) -> _Encoded:
+        return _Encoded(self.pos[rows], self.chars[rows], [self.texts[r] for r in rows.tolist()])
+
+    def band_keys(self) -> np.ndarray:
+        """(rows, 85) uint32: equal for two rows when that band's 16 characters are equal (and,
+        rarely, by chance: a chance collision costs a comparison, never a wrong group)."""
+        words = self.chars.view(np.uint64)
+        k = words[:, 0:2 * BANDS:2] * _KEY_MIX[0]
+        k ^= words[:, 1:2 * BANDS:2] * _KEY_MIX[1]
+        k += _BAND_SALT
+        return (k >> np.uint64(32)).astype(np.uint32)
+
+    def sextets(self) -> np.ndarray:
+        return _SEXTET[np.take(self.chars, _SEXTET_AT, axis=1)]  # type: ignore[no-any-return]
+
+
+def _two_bit(sextets: np.ndarray) -> np.ndarray:
+    """(rows, 8) uint64: the low 2 bits of each value's sextet, 32 to a word."""
+    v = (sextets & np.uint8(3)).reshape(len(sextets), NUM_PERM // 4, 4)
+    packed = v[:, :, 0] | (v[:, :, 1] << 2) | (v[:, :, 2] << 4) | (v[:, :, 3] << 6)
+    return np.ascontiguousarray(packed).view(np.uint64)
+
+
+def _two_bit_mismatches(packed: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    d = np.take(packed, x, axis=0)
+    d ^= np.take(packed, y, axis=0)
+    d |= d >> np.uint64(1)
+    d &= _EVEN_BITS  # one bit per 2-bit field that differs
+    # 8 counts of at most 32 in one word: summed by a multiplication (256 wraps to 0: a pair
+    # differing everywhere passes here and fails the next check).
+    counts = np.bitwise_count(d).view(np.uint64)[:, 0]
+    return (counts * _BYTE_SUM) >> np.uint64(56)  # type: ignore[no-any-return]
+
+
+def _pending_keys(keys: np.ndarray, later: np.ndarray) -> np.ndarray:
+    """(rows, 85) bool: the keys that some pending row also has (plus a few by chance). A
+    bitmap of the pending rows' keys, so that a few new articles among many stored ones sort
+    a few thousand keys, not millions; sized to let few stored rows through by chance."""
+    bits = min(24, max(16, (int(later.sum()) * BANDS * BANDS * 8).bit_length()))
+    table = np.zeros(1 << bits, dtype=bool)
+    mask = np.uint32((1 << bits) - 1)
+    table[keys[later] & mask] = True
+    return table[keys & mask]  # type: ignore[no-any-return]
+
+
+def _candidates(keys: np.ndarray, later: np.ndarray,
+                shared: np.ndarray | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Chunks of (earlier, later) row pairs that share a band key, the later row pending
+    (`shared`: the only keys worth sorting, None for all)."""
+    n = len(keys)
+    entries = (keys.astype(np.uint64) << np.uint64(32)) | np.arange(n, dtype=np.uint64)[:, None]
+    entries = entries.ravel() if shared is None else entries[shared]
+    entries.sort()  # by key, then row: a run of equal keys lists its rows in id order
+    if len(entries) < 2:
+        return
+    row = (entries & np.uint64(0xFFFFFFFF)).astype(np.intp)
+    key = entries >> np.uint64(32)
+    index = np.arange(len(entries))
+    run_start = np.where(np.concatenate(([True], key[1:] != key[:-1])), index, 0)
+    np.maximum.accumulate(run_start, out=run_start)
+    before = index - run_start  # rows earlier in the same run
+    before[~later[row]] = 0
+    total = np.cumsum(before)
+    if total[-1] == 0:
+        return
+    bounds = np.searchsorted(total, np.arange(_PAIRS_PER_CHUNK, total[-1], _PAIRS_PER_CHUNK), side="right")
+    for lo, hi in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(entries)])), strict=True):
+        count = before[lo:hi]
+        last = np.repeat(np.arange(lo, hi), count)
+        offset = np.arange(len(last)) - np.repeat(np.cumsum(count) - count, count)
+        yield row[run_start[last] + offset], row[last]
+
+
+def _four_bit(sextets: np.ndarray) -> np.ndarray:
+    """(rows, 16) uint64: the low 4 bits of each value's sextet, 16 to a word."""
+    v = sextets & np.uint8(15)
+    return np.ascontiguousarray(v[:, 0::2] | (v[:, 1::2] << 4)).view(np.uint64)
+
+
+def _four_bit_mismatches(packed: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    d = np.take(packed, x, axis=0)
+    d ^= np.take(packed, y, axis=0)
+    d |= d >> np.uint64(1)
+    d |= d >> np.uint64(2)
+    d &= _NIBBLE_BITS  # one bit per 4-bit field that differs
+    counts = (np.bitwise_count(d).view(np.uint64) * _BYTE_SUM) >> np.uint64(56)  # 2 sums <= 128
+    return counts[:, 0] + counts[:, 1]  # type: ignore[no-any-return]
+
+
+def _near_pairs(minhashes: Sequence[str | None], pending: np.ndarray,
+                threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Batch positions (earlier, later) of the pairs whose later item is pending, that share an
+    LSH band and whose signatures agree on at least `threshold` of their values."""
+    none = (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp))
+    need = math.ceil(threshold * NUM_PERM)
+    sigs = _Encoded.of(minhashes)
+    later = pending[sigs.pos]
+    if not later.any() or need > NUM_PERM:
+        return none
+    keys, shared = sigs.band_keys(), None
+    if not later.all():  # only rows sharing a key with a pending row matter
+        shared = _pending_keys(keys, later)
+        rows = np.flatnonzero(shared.any(axis=1))
+        sigs, keys, later, shared = sigs.subset(rows), keys[rows], later[rows], shared[rows]
+    sextets = sigs.sextets()
+    two, four = _two_bit(sextets), _four_bit(sextets)
+    most_two, most_four = NUM_PERM - _two_bit_floor(need), NUM_PERM - need
+    found_x, found_y = [], []
+    for x, y in _candidates(keys, later, shared):
+        keep = _two_bit_mismatches(two, x, y) <= most_two  # lets ~1 in 10 through
+        x, y = x[keep], y[keep]
+        # Pairs with `need` equal values have at least as many equal 4-bit parts: no loss.
+        keep = _four_bit_mismatches(four, x, y) <= most_four
+        found_x.append(x[keep])
+        found_y.append(y[keep])
+    if not found_x:
+        return none
+    pairs = np.unique(np.concatenate(found_x) * len(sigs.texts) + np.concatenate(found_y))
+    x, y = np.divmod(pairs, len(sigs.texts))
+    keep = np.count_nonzero(sextets[x] == sextets[y], axis=1) >= need  # 6 bits: still no loss
+    x, y = x[keep], y[keep]  # and only the few true matches are decoded and compared
+    rows, index = np.unique(np.concatenate((x, y)), return_inverse=True)
+    values = np.zeros((len(rows), NUM_PERM), dtype=np.uint32)
+    valid = np.zeros(len(rows), dtype=bool)
+    for i, r in enumerate(rows.tolist()):
+        decoded = decode(sigs.texts[r])
+        if decoded is not None:
+            values[i], valid[i] = decoded, True
+    ix, iy = index[: len(x)], index[len(x):]
+    same = np.count_nonzero(values[ix] == values[iy], axis=1)
+    keep = (same >= need) & valid[ix] & valid[iy]
+    return sigs.pos[x[keep]], sigs.pos[y[keep]]
+
+
+def _same_content(hashes: Sequence[str | None], pending: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(earlier, later) positions: each pending item and the first item with its content hash."""
+    first = dict(zip(reversed(hashes), range(len(hashes) - 1, -1, -1), strict=True))
+    pairs = [(first[hashes[p]], p) for p in np.flatnonzero(pending).tolist()
+             if hashes[p] and first[hashes[p]] < p]
+    src, dst = zip(*pairs, strict=True) if pairs else ((), ())
+    return np.array(src, dtype=np.intp), np.array(dst, dtype=np.intp)
+
+
+def assign_stories(ids: Sequence[int], stories: Sequence[int | None], minhashes: Sequence[str | None],
+                   hashes: Sequence[str | None], threshold: float) -> np.ndarray:
+    """The story of every item of a batch in id order: an item with a story keeps it; a
+    pending one (story None) takes the story of its earliest similar or identical earlier item
+    (the smallest story among them), else its own id. As if the items were grouped one by one
+    in id order, but with every match known at once: the stories of chained matches are
+    settled by relaxing the (earlier -> later) edges until nothing changes."""
+    id_array = np.array(ids, dtype=np.int64)
+    if (np.diff(id_array) <= 0).any():
+        raise ValueError("items must come in increasing id order")
+    pending = np.array([s is None for s in stories], dtype=bool)
+    story = np.array([s or 0 for s in stories], dtype=np.int64)
+    story = np.where(story == 0, id_array, story)
+    near, same = _near_pairs(minhashes, pending, threshold), _same_content(hashes, pending)
+    src, dst = np.concatenate((near[0], same[0])), np.concatenate((near[1], same[1]))
+    while len(src):
+        settled = story.copy()
+        np.minimum.at(settled, dst, story[src])
+        if np.array_equal(settled, story):
+            break
+        story = settled
+    return story
+
+
 @dataclass
 class Item:
     id: int
-    story_id: int
+    story_id: int | None  # None: not grouped yet
     values: np.ndarray | None
-    content_hash: str | None
+    content_hash: str | None = None
 
 
-class BandIndex:
-    """Locality-sensitive hashing over the MinHash values: 85 bands of 3 values each. Two
-    articles land in a common bucket with probability 1-(1-J^3)^85: 98% at Jaccard 0.35,
-    100% at 0.5, 8% at 0.1; candidates are then checked against the threshold. (datasketch's
-    MinHashLSH does the same banding, but per band in Python: ten times slower here.)"""
-
-    ROWS = 3
-    BANDS = NUM_PERM // ROWS
-    _MIX = np.array([0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D], dtype=np.uint64)
-    _SALT = np.arange(BANDS, dtype=np.uint64) << np.uint64(40)
-
-    def __init__(self) -> None:
-        self.buckets: dict[int, list[int]] = {}  # band key -> matrix rows
-
-    def keys(self, values: np.ndarray) -> list[int]:
-        rows = values[: self.BANDS * self.ROWS].astype(np.uint64).reshape(self.BANDS, self.ROWS)
-        return ((rows * self._MIX).sum(axis=1) ^ self._SALT).tolist()  # type: ignore[no-any-return]
-
-    def insert(self, key: int, values: np.ndarray) -> None:
-        for k in self.keys(values):
-            self.buckets.setdefault(k, []).append(key)
-
-    def query(self, values: np.ndarray) -> set[int]:
-        found: set[int] = set()
-        for k in self.keys(values):
-            bucket = self.buckets.get(k)
-            if bucket:
-                found.update(bucket)
-        return found
+def group_items(items: Sequence[Item], threshold: float) -> list[int]:
+    """`assign_stories` for items in id order, signatures given as values."""
+    return assign_stories([i.id for i in items], [i.story_id for i in items],
+                          [encode(i.values) for i in items], [i.content_hash for i in items],
+                          threshold).tolist()
 
 
-class Grouper:
-    """Assigns each item, in id order, to the story of the earliest similar item seen so far.
-
-    Indexed signatures are rows of one uint32 matrix; the LSH buckets hold row numbers, so
-    checking a few hundred candidates is a couple of numpy operations: the first 32 values
-    weed out most of them, the survivors are compared in full. Only the first few members of
-    a story are indexed: a story copied a hundred times still costs a handful of comparisons.
-    """
-
-    MEMBERS_INDEXED = 3
-    PREFILTER = 32
-
-    def __init__(self, threshold: float) -> None:
-        self.threshold = threshold
-        self.lsh = BandIndex()
-        self.matrix = np.zeros((1024, NUM_PERM), dtype=np.uint32)
-        self.row_story = np.zeros(1024, dtype=np.int64)  # story of each indexed row
-        self.rows = 0
-        self.story_of: dict[int, int] = {}
-        self.indexed_members: dict[int, int] = {}
-        self.by_hash: dict[str, int] = {}
-        self.joined = 0  # articles that joined an existing story since the index was built
-
-    def add(self, item: Item, group: bool) -> int:
-        """Index `item`; when `group`, first return the story it belongs to (else its own)."""
-        if group:
-            item.story_id = self._match(item)
-        self.story_of[item.id] = item.story_id
-        if item.content_hash:
-            self.by_hash.setdefault(item.content_hash, item.id)
-        members = self.indexed_members.get(item.story_id, 0)
-        if item.values is not None and members < self.MEMBERS_INDEXED:
-            self.indexed_members[item.story_id] = members + 1
-            self.lsh.insert(self._store(item.values, item.story_id), item.values)
-        return item.story_id
-
-    def _store(self, values: np.ndarray, story: int) -> int:
-        row = self.rows
-        if row == len(self.matrix):
-            self.matrix = np.concatenate([self.matrix, np.zeros_like(self.matrix)])
-            self.row_story = np.concatenate([self.row_story, np.zeros_like(self.row_story)])
-        self.matrix[row] = values
-        self.row_story[row] = story
-        self.rows += 1
-        return row
-
-    def _match(self, item: Item) -> int:
-        stories = []
-        if item.content_hash and item.content_hash in self.by_hash:
-            stories.append(self.story_of[self.by_hash[item.content_hash]])
-        if item.values is not None:
-            rows = np.fromiter(self.lsh.query(item.values), dtype=np.int64)
-            if len(rows):
-                values = item.values.astype(np.uint32)
-                head = self.PREFILTER
-                # At the threshold, 32 values agree ~threshold*32 times; a wide margin below
-                # that keeps every real match while most random candidates drop out.
-                near = np.count_nonzero(self.matrix[rows, :head] == values[:head], axis=1)
-                rows = rows[near >= max(1, int(self.threshold * head * 0.4))]
-                if len(rows):
-                    same = np.count_nonzero(self.matrix[rows] == values, axis=1)
-                    stories += self.row_story[rows[same >= self.threshold * NUM_PERM]].tolist()
-        return min(stories, default=item.story_id)
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Loading the recent articles creates a few hundred thousand objects (rows, strings),
+    none of them in a reference cycle; the cyclic collector would walk them again and again
+    while they are made (measured: about a sixth of the steady-state pass's CPU time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def group_pending(conn: Connection, cfg: Config, now: datetime) -> int:
@@ -227,26 +415,35 @@ def group_pending(conn: Connection, cfg: Config, now: datetime) -> int:
     if conn.execute(select(articles.c.id).where(articles.c.story_id.is_(None)).limit(1)).first() is None:
         return 0  # nothing new: a run of 304s never loads the signatures
     since = now - timedelta(days=cfg.collect.near_duplicate_days)
-    rows = conn.execute(
-        select(articles.c.id, articles.c.story_id, articles.c.minhash, articles.c.content_hash)
-        .where(or_(articles.c.created_at >= since, articles.c.story_id.is_(None)))
-        .order_by(articles.c.id))
-    grouper = Grouper(cfg.collect.near_duplicate_threshold)
-    changes = []
-    for row in rows:
-        pending = row.story_id is None
-        story = grouper.add(Item(row.id, row.story_id or row.id, decode(row.minhash), row.content_hash),
-                            group=pending)
-        if pending:
-            changes.append({"aid": row.id, "sid": story})
-    if changes:
+    with _no_cyclic_gc():
+        rows = conn.execute(
+            select(articles.c.id, articles.c.story_id, articles.c.minhash, articles.c.content_hash)
+            .where(or_(articles.c.created_at >= since, articles.c.story_id.is_(None)))
+            .order_by(articles.c.id)).all()
+        if not rows:  # grouped meanwhile by another run
+            return 0
+        ids, stories, minhashes, hashes = zip(*rows, strict=True)
+        del rows
+        story = assign_stories(ids, stories, minhashes, hashes, cfg.collect.near_duplicate_threshold)
+        pending = np.array([s is None for s in stories], dtype=bool)
+        new_ids, new_story = np.array(ids, dtype=np.int64)[pending], story[pending]
+    joined = new_story != new_ids
+    if joined.any():
         conn.execute(update(articles).where(articles.c.id == bindparam("aid"))
-                     .values(story_id=bindparam("sid")), changes)
-    return sum(1 for c in changes if c["sid"] != c["aid"])
+                     .values(story_id=bindparam("sid")),
+                     [{"aid": a, "sid": s} for a, s in zip(new_ids[joined].tolist(),
+                                                            new_story[joined].tolist(), strict=True)])
+    own = new_ids[~joined].tolist()
+    own_story = (update(articles).where(articles.c.id.in_(bindparam("ids", expanding=True)))
+                 .values(story_id=articles.c.id))
+    for lo in range(0, len(own), 900):  # within SQLite's oldest limit on bound parameters
+        conn.execute(own_story, {"ids": own[lo:lo + 900]})
+    return int(joined.sum())
 
 
 def group_texts(texts: Iterable[str], threshold: float) -> list[int]:
     """Story index of each text (the index of its group's first text): grouping without a
     database, for benchmarks and tools."""
-    grouper = Grouper(threshold)
-    return [grouper.add(Item(i, i, signature(t), None), group=True) for i, t in enumerate(texts)]
+    minhashes = [encode(signature(t)) for t in texts]
+    return assign_stories(range(len(minhashes)), [None] * len(minhashes), minhashes,
+                          [None] * len(minhashes), threshold).tolist()

@@ -4,15 +4,27 @@ same subject stays its own story. The texts below were written for this test."""
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 
+import numpy as np
+from datasketch import MinHash
 from sqlalchemy import select
 
 from kpdigest.config import PROJECT_ROOT, load_config
 from kpdigest.db import utcnow
 from kpdigest.models import articles
 from pipeline.collect import collect
-from pipeline.dedupe import Grouper, Item, group_texts, signature
+from pipeline.dedupe import (
+    Item,
+    assign_stories,
+    encode,
+    features,
+    group_items,
+    group_texts,
+    signature,
+    similarity,
+)
 from pipeline.identity import content_hash
 from pipeline.select import select_articles
 from tests.feedgen import rss
@@ -113,9 +125,73 @@ def test_short_texts_are_grouped_only_when_identical():
     short = ["Urea cream softens KP bumps.", "Lactic acid lotion softens KP bumps.",
              "urea cream  softens KP bumps."]
     assert all(signature(t) is None for t in short)  # too little text to judge similarity
-    grouper = Grouper(0.28)
-    stories = [grouper.add(Item(i, i, None, content_hash("", t)), group=True) for i, t in enumerate(short)]
-    assert stories == [0, 1, 0]
+    items = [Item(i, None, None, content_hash("", t)) for i, t in enumerate(short)]
+    assert group_items(items, 0.28) == [0, 1, 0]
+
+
+def test_signatures_are_datasketch_minhashes():
+    """Stored signatures stay comparable with new ones: the same values as datasketch's own
+    MinHash, for ASCII text and for text that takes the regular-expression path."""
+    texts = [as_text(ORIGINAL), as_text(OTHER_SAME_TOPIC),
+             "Crème brûlée, naïve façades and “curly quotes”: KELVIN \u212a-signs aside, the résumé "
+             + as_text(REWRITE_A)]
+    for text in texts:
+        expected = MinHash(num_perm=256, seed=1, scheme="affine32")
+        expected.update_batch(sorted(features(text)))
+        assert np.array_equal(signature(text), expected.hashvalues)
+
+
+def _texts(rng: random.Random, n: int, vocabulary: list[str]) -> list[str]:
+    """`n` texts of 60 words; every fourth a copy of an earlier one with a fifth reworded."""
+    texts: list[str] = []
+    for i in range(n):
+        if i % 4 == 3:
+            words = rng.choice(texts).split()
+            for k in rng.sample(range(len(words)), len(words) // 5):
+                words[k] = rng.choice(vocabulary)
+            texts.append(" ".join(words))
+        else:
+            texts.append(" ".join(rng.choices(vocabulary, k=60)))
+    return texts
+
+
+def test_a_few_new_items_among_stored_ones_are_grouped_as_in_one_batch():
+    """group_pending's two cases: everything new (a first collect) and a few new articles among
+    many stored ones, where only the stored rows sharing an LSH band with a new one are read."""
+    rng = random.Random(5)
+    vocabulary = ["".join(rng.choices("bcdfgklmnprstaeiou", k=7)) for _ in range(400)]
+    texts = _texts(rng, 200, vocabulary)
+    minhashes = [encode(signature(t)) for t in texts]
+    ids = list(range(1, len(texts) + 1))
+    all_new = assign_stories(ids, [None] * len(ids), minhashes, [None] * len(ids), 0.28)
+    assert len(set(all_new.tolist())) < len(texts) - 40  # the copies joined their stories
+    assert (all_new[190:] != ids[190:]).any()  # some of the last ten are copies
+    stored = all_new[:190].tolist()
+    some_new = assign_stories(ids, stored + [None] * 10, minhashes, [None] * len(ids), 0.28)
+    assert some_new.tolist() == all_new.tolist()
+
+
+def test_a_copy_of_a_copy_joins_the_first_story():
+    """C is a near-duplicate of B only, B of A: C gets A's story, as B did."""
+    rng = random.Random(3)
+    a = [f"word{chr(97 + k % 26)}{chr(97 + k // 26)}x" for k in range(100)]
+    b = a[:60] + [f"other{chr(97 + k % 26)}{chr(97 + k // 26)}y" for k in range(40)]
+    c = b[:20] + b[60:] + [f"third{chr(97 + k % 26)}{chr(97 + k // 26)}z" for k in range(40)]
+    texts = [" ".join(rng.sample(w, len(w))) for w in (a, b, c)]
+    sa, sb, sc = (signature(t) for t in texts)
+    assert similarity(sa, sb) >= 0.28 and similarity(sb, sc) >= 0.28 > similarity(sa, sc)
+    assert group_texts(texts, 0.28) == [0, 0, 0]
+
+
+def test_unreadable_signatures_are_skipped():
+    good = encode(signature(as_text(ORIGINAL)))
+    copy = encode(signature(as_text(REWRITE_A)))
+    assert good is not None and copy is not None
+    broken = ["not base64 at all", "é" * len(good), good[:-8], "!" + good[1:]]
+    minhashes = [good, *broken, copy]
+    ids = list(range(len(minhashes)))
+    stories = assign_stories(ids, [None] * len(ids), minhashes, [None] * len(ids), 0.28)
+    assert stories.tolist() == [0, 1, 2, 3, 4, 0]
 
 
 def _stories(ctx):
