@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import queue
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
@@ -26,7 +27,6 @@ import requests
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
 
 from kpdigest.config import Config
 from kpdigest.context import Context
@@ -169,6 +169,7 @@ class Run:
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     parsers: ProcessPoolExecutor | None = None
     unchanged: list[dict[str, Any]] = field(default_factory=list)  # 304s, recorded at the end
+    writer: Writer | None = None
 
     def parse(self, feed: Any, result: FetchResult) -> Parsed:
         """Parse in the process pool when there is one: feedparser is pure Python, and
@@ -201,7 +202,8 @@ def known_identities(ctx: Context, feed_id: int) -> frozenset[str]:
 
 
 def collect_feed(run: Run, feed: Any) -> FeedOutcome:
-    """Fetch, parse and store one feed; every failure is recorded on the feed row."""
+    """Fetch and parse one feed, and hand it to the run's writer; every failure is recorded
+    on the feed row. The outcome is complete once the writer has finished."""
     outcome = FeedOutcome(feed_id=feed.id, name=feed.name)
     cfg = run.ctx.config
     try:
@@ -213,16 +215,6 @@ def collect_feed(run: Run, feed: Any) -> FeedOutcome:
     except Exception as exc:  # hostile bytes must not stop the run, whatever breaks on them
         log.exception("feed %s: unexpected parser failure", feed.name)
         return _record_failure(run, feed, outcome, FetchError(f"parser failure: {exc.__class__.__name__}"))
-    try:
-        _record_success(run, feed, outcome, result, parsed)
-    except SQLAlchemyError as exc:
-        log.exception("feed %s: storing failed", feed.name)
-        return _record_failure(run, feed, outcome, FetchError(f"storing failed: {exc.__class__.__name__}"))
-    return outcome
-
-
-def _record_success(run: Run, feed: Any, outcome: FeedOutcome, result: FetchResult,
-                    parsed: Parsed | None) -> None:
     values: dict[str, Any] = dict(
         last_fetched_at=run.now, last_success_at=run.now, consecutive_failures=0, last_error=None,
         next_attempt_at=None, etag=result.headers.get("ETag") or feed.etag,
@@ -231,17 +223,91 @@ def _record_success(run: Run, feed: Any, outcome: FeedOutcome, result: FetchResu
         outcome.not_modified = True
         with run.write_lock:
             run.unchanged.append({**values, "fid": feed.id})
-        return
-    with run.write_lock, run.ctx.engine.begin() as conn:
-        if parsed is not None:
-            outcome.warning = values["last_warning"] = parsed.warning
-            outcome.seen, outcome.new = store_feed_articles(conn, parsed.entries, feed.id, run.now)
-            outcome.seen += parsed.known
+    elif run.writer is not None:
+        run.writer.put(Stored(feed, outcome, result, parsed, values))
+    else:
+        Writer.write(run, [Stored(feed, outcome, result, parsed, values)])
+    return outcome
+
+
+@dataclass
+class Stored:
+    """One fetched feed waiting to be written: its articles and its row's new values."""
+
+    feed: Any
+    outcome: FeedOutcome
+    result: FetchResult
+    parsed: Parsed | None
+    values: dict[str, Any]
+
+    def write(self, conn: Connection, now: datetime) -> None:
+        values = dict(self.values)
+        if self.parsed is not None:
+            self.outcome.warning = values["last_warning"] = self.parsed.warning
+            self.outcome.seen, self.outcome.new = store_feed_articles(conn, self.parsed.entries,
+                                                                      self.feed.id, now)
+            self.outcome.seen += self.parsed.known
         else:
-            outcome.not_modified = True
-        if result.moved_to and result.moved_to != feed.url:
-            _follow_move(conn, feed, outcome, result.moved_to, values)
-        conn.execute(update(feeds).where(feeds.c.id == feed.id).values(**values))
+            self.outcome.not_modified = True
+        moved_to = self.result.moved_to
+        if moved_to and moved_to != self.feed.url:
+            _follow_move(conn, self.feed, self.outcome, moved_to, values)
+        conn.execute(update(feeds).where(feeds.c.id == self.feed.id).values(**values))
+
+
+class Writer:
+    """One thread stores what the fetch threads hand over, up to BATCH feeds per transaction:
+    a tenth of the commits, and a fetch thread moves on to its next feed instead of queueing
+    for the write lock. A batch that fails is redone feed by feed, so one bad feed is
+    recorded as failed and the others land."""
+
+    BATCH = 10
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.jobs: queue.SimpleQueue[Stored | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._loop, name="collect-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, job: Stored) -> None:
+        self.jobs.put(job)
+
+    def close(self) -> None:
+        """Write everything handed over so far, then stop."""
+        self.jobs.put(None)
+        self.thread.join()
+
+    def _loop(self) -> None:
+        done = False
+        while not done:
+            first = self.jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.BATCH and not self.jobs.empty():
+                job = self.jobs.get()
+                if job is None:
+                    done = True
+                    break
+                batch.append(job)
+            self.write(self.run, batch)
+
+    @staticmethod
+    def write(run: Run, batch: list[Stored]) -> None:
+        try:
+            with run.write_lock, run.ctx.engine.begin() as conn:
+                for job in batch:
+                    job.write(conn, run.now)
+        except Exception as exc:  # storing must not stop the run: isolate the feed at fault
+            if len(batch) > 1:
+                for job in batch:
+                    Writer.write(run, [job])
+                return
+            job = batch[0]
+            log.exception("feed %s: storing failed", job.feed.name)
+            job.outcome.seen = job.outcome.new = 0
+            error = FetchError(f"storing failed: {exc.__class__.__name__}")
+            _record_failure(run, job.feed, job.outcome, error)
 
 
 def _follow_move(conn: Connection, feed: Any, outcome: FeedOutcome, target: str,
@@ -304,8 +370,12 @@ def collect(ctx: Context, *, now: datetime | None = None, force: bool = False,
     with make_session(cfg) as session, _parser_pool(cfg, len(rows)) as parsers, \
             ThreadPoolExecutor(max_workers=max(1, cfg.collect.workers), thread_name_prefix="collect") as pool:
         run = Run(ctx, session, HostLimiter(cfg.collect.per_host), now, parsers=parsers)
-        futures = {row.id: pool.submit(collect_feed, run, row) for row in interleave_hosts(rows)}
-        report.outcomes = [futures[row.id].result() for row in rows]
+        run.writer = Writer(run)
+        try:
+            futures = {row.id: pool.submit(collect_feed, run, row) for row in interleave_hosts(rows)}
+            report.outcomes = [futures[row.id].result() for row in rows]
+        finally:
+            run.writer.close()
     with ctx.engine.begin() as conn:
         _record_unchanged(conn, run.unchanged)
         report.grouped = group_pending(conn, cfg, now)

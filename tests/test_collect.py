@@ -116,3 +116,67 @@ def test_a_changed_feed_rebuilds_only_its_new_entries(make_ctx, feed_server, mon
     second = collect(ctx, force=True)
     assert (second.new, second.outcomes[0].seen) == (1, 5)
     assert built == ["KP note new"]  # the five stored ones were counted, not rebuilt
+
+
+def test_a_feed_that_cannot_be_stored_is_recorded_and_the_others_land(make_ctx, feed_server, monkeypatch):
+    from sqlalchemy import select
+    from sqlalchemy.exc import OperationalError
+
+    from kpdigest.models import feeds as feeds_table
+    from pipeline import collect as collect_module
+
+    for i in range(3):
+        feed_server.serve_bytes(f"/f{i}.xml", rss(f"F{i}", [
+            {"title": f"KP note {i}", "link": f"https://a.example.com/{i}", "guid": f"g{i}"}]))
+    ctx = make_ctx(feeds=[(f"F{i}", f"{feed_server.base}/f{i}.xml", ["kp"]) for i in range(3)])
+    real = collect_module.store_feed_articles
+
+    def store(conn, records, feed_id, now):
+        if records and records[0]["title"] == "KP note 1":
+            raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+        return real(conn, records, feed_id, now)
+
+    monkeypatch.setattr(collect_module, "store_feed_articles", store)
+    report = collect(ctx)
+    by_name = {o.name: o for o in report.outcomes}
+    assert [by_name[n].new for n in ("F0", "F2")] == [1, 1] and by_name["F1"].new == 0
+    assert by_name["F1"].error == "storing failed: OperationalError"
+    with ctx.engine.connect() as conn:
+        rows = {r.name: r for r in conn.execute(select(feeds_table))}
+    assert rows["F1"].consecutive_failures == 1 and rows["F0"].last_error is None
+
+
+
+def test_a_failing_batch_is_redone_feed_by_feed(make_ctx, monkeypatch):
+    from sqlalchemy import insert, select
+    from sqlalchemy.exc import OperationalError
+
+    from kpdigest.db import utcnow
+    from kpdigest.models import feeds as feeds_table
+    from pipeline import collect as collect_module
+    from pipeline.fetch import FetchResult
+    from pipeline.parse import parse_feed
+
+    ctx = make_ctx()
+    now = utcnow()
+    with ctx.engine.begin() as conn:
+        conn.execute(insert(feeds_table), [{"name": f"F{i}", "url": f"https://f{i}.example.com/",
+                                            "topics": [], "created_at": now} for i in range(3)])
+        rows = conn.execute(select(feeds_table).order_by(feeds_table.c.id)).all()
+    jobs = []
+    for row in rows:
+        body = rss(row.name, [{"title": f"KP {row.name}", "link": f"https://a.example.com/{row.name}"}])
+        parsed = parse_feed(body, {}, row.url, ctx.config, row.name, now, row.id)
+        jobs.append(collect_module.Stored(row, collect_module.FeedOutcome(row.id, row.name),
+                                          FetchResult(row.url, 200, body), parsed, {"last_success_at": now}))
+    real = collect_module.store_feed_articles
+
+    def store(conn, records, feed_id, when):
+        if feed_id == rows[1].id:
+            raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+        return real(conn, records, feed_id, when)
+
+    monkeypatch.setattr(collect_module, "store_feed_articles", store)
+    collect_module.Writer.write(collect_module.Run(ctx, None, None, now), jobs)  # one batch of three
+    assert [j.outcome.new for j in jobs] == [1, 0, 1]
+    assert [j.outcome.error for j in jobs] == [None, "storing failed: OperationalError", None]
