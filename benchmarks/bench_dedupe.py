@@ -32,7 +32,7 @@ from kpdigest.config import DEFAULT_CONFIG, load_config
 from kpdigest.context import Context
 from kpdigest.db import make_engine, migrate, utcnow
 from kpdigest.models import articles
-from pipeline import dedupe
+from pipeline import minhash
 from pipeline.dedupe import assign_stories, encode, group_pending, signature
 
 
@@ -76,8 +76,8 @@ def cpu_timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
 
 def cold(fn: Callable[[], Any]) -> tuple[float, Any]:
     """Time `fn` with empty word caches, as in a fresh parser process."""
-    dedupe._STEMS.clear()
-    dedupe._HASHES.clear()
+    minhash._STEMS.clear()
+    minhash._HASHES.clear()
     return timed(fn)
 
 

@@ -18,142 +18,23 @@ them are decoded and compared value for value.
 
 from __future__ import annotations
 
-import base64
 import gc
 import math
-import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
-from typing import Any
 
 import numpy as np
-from datasketch import MinHash
-from datasketch.hashfunc import sha1_hash32
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.engine import Connection
 
 from kpdigest.config import Config
 from kpdigest.models import articles
+from pipeline.minhash import NUM_PERM, decode, encode, features, signature, similarity
 
-NUM_PERM = 256
-SCHEME = "affine32"
-MIN_FEATURES = 12  # fewer content words than this: too little text to call anything a copy
-_WORD_RE = re.compile(r"[^\W\d_]{3,}")
-STOPWORDS = frozenset("""
-about above after again against all also along although among and any are around because been
-before being below between both but can cannot could did does doing down during each either
-even ever every few for from further had has have having her here hers him his how however
-into its itself just like made make many may might more most much must near need never not now
-off often once only other our ours out over own per quite rather really said same see she
-should since some still such than that the their them then there these they this those though
-through too under until upon very was way well were what when where whether which while who
-whom whose why will with within without would yet you your yours
-""".split())  # noqa: SIM905 - a word list reads better as text
-_SUFFIXES = ("ing", "ed", "es", "s", "ly")
-_CACHE_LIMIT = 200_000  # words remembered per process (parser processes live long)
-
-
-@lru_cache(maxsize=1)
-def _template() -> MinHash:
-    """Permutations are generated once; every signature shares them (and must, to compare)."""
-    return MinHash(num_perm=NUM_PERM, seed=1, scheme=SCHEME)
-
-
-@lru_cache(maxsize=1)
-def _affine() -> tuple[np.ndarray, np.ndarray]:
-    a, b = _template().permutations
-    return a.astype(np.uint32), b.astype(np.uint32)
-
-
-def _stem(word: str | bytes) -> bytes:
-    text = word.decode() if isinstance(word, bytes) else word  # endings count characters
-    for suffix in _SUFFIXES:
-        if text.endswith(suffix) and len(text) - len(suffix) >= 4:
-            return text[: -len(suffix)].encode()
-    return text.encode()
-
-
-def _fmix32(h: int) -> int:
-    """MurmurHash3's finaliser, which datasketch's affine32 scheme applies to every hash."""
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
-    return h ^ (h >> 16)
-
-
-class _Memo(dict):  # type: ignore[type-arg]
-    """A dict that computes missing entries: looked up with `map(memo.__getitem__, ...)`, at
-    C speed (vocabularies repeat, articles do not); forgets everything when full."""
-
-    def __init__(self, compute: Callable[[Any], Any]) -> None:
-        super().__init__()
-        self.compute = compute
-
-    def __missing__(self, key: Any) -> Any:
-        if len(self) >= _CACHE_LIMIT:
-            self.clear()
-        value = self[key] = self.compute(key)
-        return value
-
-
-_STEMS = _Memo(_stem)  # word (bytes for ASCII text, else str) -> stem
-_HASHES = _Memo(lambda stem: _fmix32(sha1_hash32(stem)))  # stem -> datasketch's hash, pre-mixed
-_ASCII_LETTERS = bytes(c if 97 <= c <= 122 else 32 for c in range(256))  # the rest separates words
-_ASCII_STOPWORDS = frozenset(w.encode() for w in STOPWORDS)
-
-
-def features(text: str) -> set[bytes]:
-    """The content words of `text`, lower-cased and crudely stemmed."""
-    lowered = text.lower()
-    if lowered.isascii():  # the same words as the regular expression, split in C
-        words = {w for w in lowered.encode().translate(_ASCII_LETTERS).split() if len(w) >= 3}
-        return set(map(_STEMS.__getitem__, words - _ASCII_STOPWORDS))
-    return set(map(_STEMS.__getitem__, set(_WORD_RE.findall(lowered)) - STOPWORDS))
-
-
-def _hashes(text: str) -> np.ndarray | None:
-    stems = features(text)
-    if len(stems) < MIN_FEATURES:
-        return None
-    return np.fromiter(map(_HASHES.__getitem__, stems), dtype=np.uint32, count=len(stems))
-
-
-def signature(text: str) -> np.ndarray | None:
-    """MinHash hash values of `text` (uint32, datasketch's `MinHash(num_perm=256, seed=1,
-    scheme="affine32").update_batch` value for value), or None when it is too short to compare
-    safely."""
-    hv = _hashes(text)
-    if hv is None:
-        return None
-    a, b = _affine()
-    values = np.multiply.outer(hv, a)
-    values += b
-    return values.min(axis=0)  # type: ignore[no-any-return]
-
-
-def encode(values: np.ndarray | None) -> str | None:
-    if values is None:
-        return None
-    return base64.b64encode(values.astype("<u4").tobytes()).decode("ascii")
-
-
-def decode(text: str | None) -> np.ndarray | None:
-    if not text:
-        return None
-    try:
-        values = np.frombuffer(base64.b64decode(text), dtype="<u4").astype(np.uint32)
-    except ValueError:
-        return None
-    return values if len(values) == NUM_PERM else None
-
-
-def similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Estimated Jaccard similarity of the two shingle sets."""
-    return float(np.count_nonzero(a == b)) / NUM_PERM
+__all__ = ["Item", "assign_stories", "decode", "encode", "features", "group_items", "group_pending",
+           "group_texts", "signature", "similarity"]
 
 
 # --- grouping -------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ import feedparser
 
 from kpdigest.config import Config
 from kpdigest.errors import FetchError
-from pipeline.dedupe import encode, signature
 from pipeline.fastfeed import fast_parse
 from pipeline.identity import article_identity, clean_url, content_hash
+from pipeline.minhash import encode, signature
 from pipeline.relevance import score_text
 from pipeline.sanitize import clean_text, excerpt, first_image, html_to_text, sanitize_html
 
