@@ -70,6 +70,9 @@ def feed_xml(feed: int, entries: int, rng: random.Random, vocab: list[str]) -> b
 def start_server(bodies: dict[str, bytes], delay: float) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes: without TCP_NODELAY, Nagle holds the body
+        # back until the client's delayed ACK, 40 ms per response (real servers set it too).
+        disable_nagle_algorithm = True
 
         def do_GET(self) -> None:
             time.sleep(delay)

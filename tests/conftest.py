@@ -124,6 +124,9 @@ class FeedServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: without TCP_NODELAY, Nagle holds the body
+            # back until the client's delayed ACK, 40 ms per response (real servers set it too).
+            disable_nagle_algorithm = True
 
             def do_GET(self) -> None:
                 server.requests.append((self.path, dict(self.headers)))
