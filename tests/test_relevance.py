@@ -31,3 +31,24 @@ def test_score_rewards_distinct_keywords_over_repeats_and_respects_weights():
     assert stuffed < 8 * one  # 500 repeats saturate
     topics, both = score_text("KP and SPF", TOPICS)
     assert topics == ["kp", "beauty"] and both == 3.0
+
+
+def test_literal_search_finds_exactly_what_the_pattern_finds():
+    """The fast path (str.find and a sweep) against the regular expression it replaces, on
+    texts made to trip it: keywords glued to letters, digits, underscores and each other,
+    overlapping keywords ("chicken skin care"), repeats, punctuation."""
+    import random
+
+    from pipeline.relevance import _literal_hits, _literal_order, _pattern
+
+    keywords = ("keratosis pilaris", "kp", "chicken skin", "skin care", "skin", "care", "kp kp", "a",
+                "urea", "ure")
+    ordered = _literal_order(keywords)
+    assert ordered is not None
+    pattern = _pattern(keywords, True)
+    pieces = [*keywords, "x", "_", "9", " ", "  ", "-", ".", "\n"]
+    rng = random.Random(5)
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) + rng.choice(["", " ", "", "-"]) for _ in range(rng.randint(0, 12)))
+        assert _literal_hits(text, ordered) == pattern.findall(text), text
+    assert _literal_order(("c++", "kp")) is None and _literal_order(("(kp)",)) is None
