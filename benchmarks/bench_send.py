@@ -115,7 +115,8 @@ def run_child(config: Path, number: int, kind: str, base_url: str, senders: int 
     sent = sum(r["sent_now"] for r in results)
     seconds = max(r["end"] for r in results) - min(r["start"] for r in results)
     return {"sent": sent, "seconds": seconds, "rate": sent / seconds,
-            "rss_mb": max(r["rss_mb"] for r in results)}
+            "rss_mb": max(r["rss_mb"] for r in results),
+            "cpu_us": sum(r["cpu"] for r in results) / max(1, sent) * 1e6}
 
 
 def child(config: str, number: int) -> None:
@@ -123,12 +124,15 @@ def child(config: str, number: int) -> None:
     from pipeline.send import send_issue
 
     ctx = Context.load(config)
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start, t0 = time.time(), time.perf_counter()
     r = send_issue(ctx, number, force=True)
     took = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    rss = use.ru_maxrss / 1024
     print(json.dumps({"sent": r.counts["sent"], "sent_now": r.sent_now, "seconds": took,
-                      "start": start, "end": start + took, "rate": r.counts["sent"] / took, "rss_mb": rss}))
+                      "start": start, "end": start + took, "rate": r.counts["sent"] / took, "rss_mb": rss,
+                      "cpu": use.ru_utime + use.ru_stime - before.ru_utime - before.ru_stime}))
 
 
 class Fake:
@@ -139,6 +143,14 @@ class Fake:
                                       "--latency", str(latency), "--fast"], cwd=PROJECT_ROOT,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.base = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
+
+    def cpu(self) -> float:
+        """Seconds of CPU the fake has used (Linux /proc; 0 elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -220,11 +232,16 @@ def main(argv: list[str] | None = None) -> None:
                 setup = time.perf_counter() - t0
                 fake = Fake(kind, args.latency)
                 try:
+                    fake_cpu = fake.cpu()
                     res = run_child(config, number, kind, fake.base, args.senders)
+                    fake_us = (fake.cpu() - fake_cpu) / max(1, res["sent"]) * 1e6
                 finally:
                     fake.close()
+                # CPU per recipient (senders' own, the fake's) holds steadier than the rate
+                # on a shared machine; PostgreSQL's backends are not counted.
                 print(f"{kind:<9}{label:<11} {res['sent']:>9,} sent in {res['seconds']:7.1f} s = "
-                      f"{res['rate']:8,.0f}/s   peak RSS {res['rss_mb']:6.0f} MB   (setup {setup:.0f} s)"
+                      f"{res['rate']:8,.0f}/s   peak RSS {res['rss_mb']:6.0f} MB   CPU/recipient: "
+                      f"sender {res['cpu_us']:.0f} µs, fake {fake_us:.1f} µs   (setup {setup:.0f} s)"
                       f"  load {os.getloadavg()[0]:.1f}", flush=True)
             finally:
                 if schema:

@@ -49,13 +49,13 @@ class Pacer:
         if self.clock() - self._day_start >= 86400:
             self._day_start, self._day_used = self.clock(), 0
 
-    def _wait_needed(self, n: int) -> float:
+    def _wait_needed(self, n: int, reserved: bool = False) -> float:
         """Seconds to wait before `n` tokens are available; takes them when 0."""
         now = self.clock()
         if now < self._hold_until:
             return self._hold_until - now
         self._roll_day()
-        if self.per_day and self._day_used + n > self.per_day:
+        if self.per_day and not reserved and self._day_used + n > self.per_day:
             return 86400 - (now - self._day_start)
         if self.per_second:
             self._tokens = min(max(self.per_second, n), self._tokens + (now - self._stamp) * self.per_second)
@@ -63,7 +63,8 @@ class Pacer:
             if self._tokens < n:
                 return (n - self._tokens) / self.per_second
             self._tokens -= n
-        self._day_used += n
+        if not reserved:
+            self._day_used += n
         return 0.0
 
     def wait_hold(self, stop: threading.Event | None = None) -> bool:
@@ -77,12 +78,32 @@ class Pacer:
             if stop.wait(min(wait, 1.0)):
                 return False
 
-    def acquire(self, n: int, stop: threading.Event | None = None) -> bool:
-        """Block until `n` recipients may be handed over; False if `stop` was set first."""
+    def reserve(self, n: int) -> int:
+        """Take up to `n` of today's allowance for a batch about to be claimed: `n`, fewer
+        when less is left, 0 when it is used up. Checked and taken in one step, so parallel
+        workers never claim rows for an allowance another one took meanwhile (and then
+        wait for tomorrow holding them). `acquire(..., reserved=True)` then paces them."""
+        if not self.per_day:
+            return n
+        with self._lock:
+            self._roll_day()
+            n = max(0, min(n, self.per_day - self._day_used))
+            self._day_used += n
+            return n
+
+    def refund(self, n: int) -> None:
+        """Give back allowance reserved for recipients that were not there to claim."""
+        if n > 0 and self.per_day:
+            with self._lock:
+                self._day_used = max(0, self._day_used - n)
+
+    def acquire(self, n: int, stop: threading.Event | None = None, reserved: bool = False) -> bool:
+        """Block until `n` recipients may be handed over; False if `stop` was set first.
+        `reserved`: their share of the daily allowance was taken by `reserve`."""
         stop = stop or threading.Event()
         while True:
             with self._lock:
-                wait = self._wait_needed(n)
+                wait = self._wait_needed(n, reserved)
             if wait <= 0:
                 return True
             if stop.wait(min(wait, 1.0)):

@@ -68,6 +68,34 @@ def test_every_reader_exactly_once_and_rerun_sends_nothing(make_ctx, monkeypatch
         assert get_issue(conn, number).status == "sent"
 
 
+def test_a_worker_error_ends_the_run_and_gc_settings_come_back(make_ctx, monkeypatch):
+    import gc
+
+    from pipeline import send as send_module
+
+    ctx = make_ctx(sending={"batch_size": 2, "max_in_flight": 3})
+    number = make_issue(ctx, 20)
+    before = gc.get_threshold()
+    calls = 0
+    real = send_module.claim_batch
+
+    def flaky(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("database went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(send_module, "claim_batch", flaky)
+    with pytest.raises(RuntimeError, match="went away"):
+        send_issue(ctx, number)
+    assert gc.get_threshold() == before
+    left = states(ctx, number)
+    assert left["sending"] == 0 and left["queued"] > 0  # the others stopped claiming
+    monkeypatch.setattr(send_module, "claim_batch", real)
+    assert send_issue(ctx, number).counts["sent"] == 20
+
+
 def test_outbox_stop_leaves_the_rest_queued_and_resumes(make_ctx):
     ctx = make_ctx(sending={"batch_size": 3, "max_in_flight": 1})
     number = make_issue(ctx, 10)
@@ -269,6 +297,8 @@ def test_fast_links_equal_the_token_module(ctx):
             assert read_token("s3cret", purpose, url.rsplit("/", 1)[1]) == sid
     assert link("https://d.example", "s3cret", "unsubscribe", 5).rsplit(".", 2)[0] == \
         linker("unsubscribe", 5).rsplit(".", 2)[0]
+    for sid in (1, 255, 256, 10**7, 2**40):  # the inlined pair signs exactly as one link does
+        assert linker.pair(sid) == (linker("unsubscribe", sid), linker("preferences", sid))
 
 
 def test_issue_status_moves_through_sending_to_sent(make_ctx, monkeypatch, fake):

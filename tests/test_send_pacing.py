@@ -46,6 +46,17 @@ def test_daily_allowance_counts_what_was_sent_today():
     assert p._wait_needed(1) == 0 and p.day_left() == 999
 
 
+def test_parallel_workers_reserve_the_daily_allowance_before_claiming():
+    clock = Clock()
+    p = Pacer(per_second=1000, per_day=10, clock=clock)
+    assert [p.reserve(4) for _ in range(4)] == [4, 4, 2, 0]  # never more than is left
+    p.refund(3)  # a claim found fewer rows than it reserved for
+    assert p.reserve(4) == 3 and p.day_left() == 0
+    assert p.acquire(4, reserved=True)  # paced by the bucket, not counted a second time
+    clock.t += 86400
+    assert p.reserve(4) == 4
+
+
 def test_backoff_grows_with_jitter_and_honours_the_provider():
     rng = random.Random(1)
     waits = [backoff(a, base=1.0, rng=rng) for a in (1, 2, 3, 4, 5, 6, 7, 8)]

@@ -96,6 +96,44 @@ def test_mailgun_body_once_with_recipient_variables(make_ctx, monkeypatch):
         fake.close()
 
 
+def _reference_rvars(variant, recipients):
+    """recipient-variables as json.dumps writes the straightforward per-recipient dicts."""
+    rvars = {}
+    for r in recipients:
+        values = r.values()
+        v = {f"{f}_t": values[f] for f in variant.text.fields}
+        v.update({f"{f}_h": html.escape(values[f]) for f in variant.html.fields})
+        v["delivery_id"] = str(r.delivery_id)
+        v["list_unsubscribe"] = variant.list_unsubscribe(r)
+        rvars[r.email] = v
+    return json.dumps(rvars, ensure_ascii=False, separators=(",", ":"))
+
+
+NAMES = ["", "Ann", ODD_NAME, " padded ", "ctl\x00\u2028\x85 x", "\u3000wide", "b\\s {x}"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_mailgun_recipient_variables_are_the_json_of_each_recipients_values(make_ctx, monkeypatch, name):
+    from pipeline.message import Recipient
+    from pipeline.personalize import FIELDS, token
+    from pipeline.prepare import PreparedVariant
+
+    fake, t, real, _ = _batch(make_ctx, monkeypatch, "mailgun", n=1)
+    every = " ".join(token(real.key, f) for f in FIELDS)  # a template using every field
+    full = PreparedVariant(real.cfg, real.issue_id, real.number, "all", real.key, real.subject,
+                           f"<p>{every}</p>", every)
+    u = "https://d.example/u/"
+    people = [Recipient(1, "ann@example.com", name, f"{u}MQ.x?a=1&b=<2>", f"{u}MQ.y"),
+              Recipient(2, "o'neil&co@exämple.de", name, f"{u}Mg.y", f"{u}\x01 "),
+              Recipient(3, "ann@example.com", "again", f"{u}Mw.z", f"{u}Mw.z")]  # the last one wins
+    try:
+        for variant in (real, full):
+            assert t.rvars.get(variant).encode(people) == _reference_rvars(variant, people)
+    finally:
+        t.close()
+        fake.close()
+
+
 def test_sendgrid_body_once_with_substitutions(make_ctx, monkeypatch):
     fake, t, variant, recipients = _batch(make_ctx, monkeypatch, "sendgrid")
     try:

@@ -11,20 +11,21 @@ variables because Mailgun substitutes values as they are. Our delivery id travel
 from __future__ import annotations
 
 import html
-import json
 import re
 import uuid
 from email.message import EmailMessage
+from json.encoder import encode_basestring
 from typing import Any, ClassVar
 
 import requests
 
-from pipeline.message import Recipient
+from pipeline.message import Recipient, clean_header
 from pipeline.personalize import FIELDS
 from pipeline.prepare import PreparedVariant
 from pipeline.transports.base import Outcome
 from pipeline.transports.http import (
     HttpTransport,
+    PerVariant,
     fixed_headers,
     plain_parts,
     retry_after_header,
@@ -32,6 +33,12 @@ from pipeline.transports.http import (
 )
 
 _AFTER_RE = re.compile(r"after (\d+(?:\.\d+)?) ?s", re.IGNORECASE)
+_PROBE_URL = "https://kpd.invalid/probe"
+_ESCAPED = "&<>\"'"
+# How each per-recipient value is computed, in the generated code of RecipientVars.
+_SOURCES = {"name": "name", "email": "r.email", "unsubscribe_url": "r.unsubscribe_url",
+            "preferences_url": "r.preferences_url",
+            "greeting": 'f"Hello {name}," if name else "Hello,"'}
 
 
 def var(field: str, part: str) -> str:
@@ -50,6 +57,8 @@ class MailgunTransport(HttpTransport):
         super().__init__(*args, **kwargs)
         self.domain = str(self.options.get("domain") or self.cfg.sender.domain)
         self._bodies: dict[tuple[int, str], tuple[str, str]] = {}
+        self.rvars = PerVariant(RecipientVars)
+        self.headers = PerVariant(fixed_headers)
 
     def auth_headers(self) -> dict[str, str]:
         import base64
@@ -70,23 +79,13 @@ class MailgunTransport(HttpTransport):
 
     def form(self, variant: PreparedVariant, recipients: list[Recipient]) -> list[tuple[str, str]]:
         body_html, body_text = self.bodies(variant)
-        in_html = getattr(variant.html, "fields", FIELDS)  # only what the templates use
-        in_text = getattr(variant.text, "fields", FIELDS)
-        rvars: dict[str, dict[str, str]] = {}
-        for r in recipients:
-            values = r.values()
-            v = {f"{f}_t": values.get(f, "") for f in in_text}
-            v.update({f"{f}_h": html.escape(values.get(f, "")) for f in in_html})
-            v["delivery_id"] = str(r.delivery_id)
-            v["list_unsubscribe"] = variant.list_unsubscribe(r)
-            rvars[r.email] = v
         fields = [("from", variant.from_address), ("subject", variant.clean_subject),
                   ("html", body_html), ("text", body_text), ("h:Reply-To", variant.reply_to),
                   ("o:tag", f"issue-{variant.number}"), ("o:tracking", "no"),
                   ("v:delivery_id", "%recipient.delivery_id%"),
                   ("h:List-Unsubscribe", "%recipient.list_unsubscribe%"),
-                  ("recipient-variables", json.dumps(rvars, ensure_ascii=False, separators=(",", ":")))]
-        fields += [(f"h:{k}", v) for k, v in fixed_headers(variant).items()]
+                  ("recipient-variables", self.rvars.get(variant).encode(recipients))]
+        fields += [(f"h:{k}", v) for k, v in self.headers.get(variant).items()]
         fields += [("to", to_address(r.name, r.email)) for r in recipients]
         return fields
 
@@ -111,6 +110,47 @@ class MailgunTransport(HttpTransport):
         if resp.status_code != 200:
             raise self.single_failed(resp)
         return str(resp.json().get("id", ""))
+
+
+def _clean(value: str) -> str:
+    """clean_header() without its regex for the usual value (printable ASCII, unpadded)."""
+    if value.isascii() and value.isprintable() and value[:1] != " " and value[-1:] != " ":
+        return value
+    return clean_header(value)
+
+
+class RecipientVars:
+    """The `recipient-variables` JSON of one variant, exactly as `json.dumps(...,
+    ensure_ascii=False, separators=(",", ":"))` of per-recipient dicts would write it,
+    from one f-string compiled per variant: a recipient costs the C-level escapes of the
+    values the templates use, not two dicts and the generic encoder (a third of the
+    sender's time at 1,000 recipients per call)."""
+
+    def __init__(self, variant: PreparedVariant) -> None:
+        in_html = getattr(variant.html, "fields", FIELDS)  # only what the templates use
+        in_text = getattr(variant.text, "fields", FIELDS)
+        probe = variant.list_unsubscribe(Recipient(0, "", "", _PROBE_URL, ""))
+        before, _, after = probe.partition(_PROBE_URL)
+        lines = ["def entry(r):", "    name = clean(r.name)"]
+        lines += [f"    v_{f} = {_SOURCES[f]}" for f in FIELDS if f in in_html or f in in_text]
+        lines += [f"    t_{f} = enc(v_{f})" for f in FIELDS if f in in_text or f in in_html]
+        # html.escape() changes only these five characters; most values have none.
+        lines += [f"    h_{f} = enc(esc(v_{f})) if ({' or '.join(f'{c!r} in v_{f}' for c in _ESCAPED)})"
+                  f" else t_{f}" for f in in_html]
+        items = [f'"{f}_t":{{t_{f}}}' for f in in_text] + [f'"{f}_h":{{h_{f}}}' for f in in_html]
+        items += ['"delivery_id":"{r.delivery_id}"',
+                  '"list_unsubscribe":{enc(before + clean(r.unsubscribe_url) + after)}']
+        lines.append("    return f'{{" + ",".join(items) + "}}'")
+        scope = {"clean": _clean, "enc": encode_basestring, "esc": html.escape,
+                 "before": before, "after": after}
+        # Field names come from FIELDS, never from data: the source is ours alone.
+        exec(compile("\n".join(lines), f"<mailgun recipient-variables {variant.variant!r}>", "exec"), scope)
+        self.entry = scope["entry"]
+
+    def encode(self, recipients: list[Recipient]) -> str:
+        enc, entry = encode_basestring, self.entry
+        out = {r.email: entry(r) for r in recipients}  # a repeated address: its last values
+        return "{" + ",".join([enc(e) + ":" + v for e, v in out.items()]) + "}"
 
 
 def multipart(fields: list[tuple[str, str]]) -> tuple[bytes, str]:
