@@ -20,6 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -82,22 +83,52 @@ def store_articles(conn: Connection, records: list[dict[str, Any]], feed_id: int
     has stored everything (until then each counts as a story of its own).
     """
     rows = _fresh_rows(conn, records, feed_id, origin, now)
-    new_ids = sorted(aid for aid, _ in _insert_ignoring_duplicates(conn, rows, returning=True))
+    new_ids = sorted(aid for aid, _ in _insert_ignoring_duplicates(conn, rows))
     return len(records) - len(new_ids), new_ids
 
 
 def store_feed_articles(conn: Connection, records: list[dict[str, Any]], feed_id: int,
                         now: datetime) -> tuple[int, int]:
-    """`store_articles` for a collect run: (seen, new) counts only. On SQLite the rows go in
-    as one executemany without RETURNING, whose row count sqlite3 sums (a third of the cost
-    for a 50-entry feed); psycopg reports no count for executemany, so PostgreSQL counts
-    the ids RETURNING gives."""
-    rows = _fresh_rows(conn, records, feed_id, "feed", now)
+    """`store_articles` for a collect run: (seen, new) counts only.
+
+    On SQLite the rows go in as one executemany of INSERT ... ON CONFLICT DO NOTHING, whose
+    row count sqlite3 sums: no look-up of the stored identities first, no RETURNING, and the
+    parameters converted by SQLAlchemy's own bind processors but without its per-row
+    machinery (the collector's writer spent most of its time there). psycopg reports no
+    count for executemany, so PostgreSQL looks up and counts the ids RETURNING gives."""
     if conn.dialect.name == "sqlite":
-        new = _insert_ignoring_duplicates(conn, rows, returning=False)
+        rows = _rows(list({r["identity"]: r for r in reversed(records)}.values())[::-1], feed_id, "feed", now)
+        new = _sqlite_insert_many(conn, rows)
     else:
-        new = len(_insert_ignoring_duplicates(conn, rows, returning=True))
+        rows = _fresh_rows(conn, records, feed_id, "feed", now)
+        new = len(_insert_ignoring_duplicates(conn, rows))
     return len(records) - new, new
+
+
+def _rows(records: list[dict[str, Any]], feed_id: int | None, origin: str,
+          now: datetime) -> list[dict[str, Any]]:
+    return [{**{k: v for k, v in r.items() if not k.startswith("_")},
+             "feed_id": feed_id, "origin": origin, "created_at": now, "story_id": None} for r in records]
+
+
+def _sqlite_insert_many(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    """INSERT ... ON CONFLICT (identity) DO NOTHING for many rows; how many went in."""
+    if not rows:
+        return 0
+    sql, order, processors = _sqlite_insert(conn.dialect, tuple(rows[0]))
+    params = [tuple(r[k] if p is None else p(r[k]) for k, p in zip(order, processors, strict=True))
+              for r in rows]
+    return int(conn.exec_driver_sql(sql, params).rowcount)
+
+
+@lru_cache(maxsize=8)
+def _sqlite_insert(dialect: Any, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...], tuple[Any, ...]]:
+    """The compiled statement, its parameter order and each column type's bind processor."""
+    stmt = sqlite.insert(articles).on_conflict_do_nothing(index_elements=["identity"])
+    compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
+    order = tuple(compiled.positiontup or ())
+    return str(compiled), order, tuple(articles.c[k].type.dialect_impl(dialect).bind_processor(dialect)
+                                       for k in order)
 
 
 def _fresh_rows(conn: Connection, records: list[dict[str, Any]], feed_id: int | None, origin: str,
@@ -105,26 +136,21 @@ def _fresh_rows(conn: Connection, records: list[dict[str, Any]], feed_id: int | 
     """Rows for the records whose identity is not stored yet (first occurrence wins)."""
     if not records:
         return []
-    now = now or utcnow()
     unique = {r["identity"]: r for r in reversed(records)}
     existing = set(conn.execute(select(articles.c.identity)
                                 .where(articles.c.identity.in_(list(unique)))).scalars())
-    return [{**{k: v for k, v in r.items() if not k.startswith("_")},
-             "feed_id": feed_id, "origin": origin, "created_at": now, "story_id": None}
-            for ident, r in reversed(unique.items()) if ident not in existing]
+    fresh = [r for ident, r in reversed(unique.items()) if ident not in existing]
+    return _rows(fresh, feed_id, origin, now or utcnow())
 
 
-def _insert_ignoring_duplicates(conn: Connection, rows: list[dict[str, Any]], returning: bool) -> Any:
-    """INSERT ... ON CONFLICT (identity) DO NOTHING: a concurrent writer that stored the same
-    story first wins, without an error. Returns [(id, identity)] of the new rows, or with
-    `returning` off only how many there are."""
+def _insert_ignoring_duplicates(conn: Connection, rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """INSERT ... ON CONFLICT (identity) DO NOTHING RETURNING id, identity: a concurrent
+    writer that stored the same story first wins, without an error."""
     if not rows:
-        return [] if returning else 0
+        return []
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(articles).on_conflict_do_nothing(index_elements=["identity"])
-    if not returning:
-        return conn.execute(stmt, rows).rowcount
-    stmt = stmt.returning(articles.c.id, articles.c.identity)
+    stmt = (dialect.insert(articles).on_conflict_do_nothing(index_elements=["identity"])
+            .returning(articles.c.id, articles.c.identity))
     return [(int(r.id), r.identity) for r in conn.execute(stmt, rows)]
 
 

@@ -180,3 +180,32 @@ def test_a_failing_batch_is_redone_feed_by_feed(make_ctx, monkeypatch):
     collect_module.Writer.write(collect_module.Run(ctx, None, None, now), jobs)  # one batch of three
     assert [j.outcome.new for j in jobs] == [1, 0, 1]
     assert [j.outcome.error for j in jobs] == [None, "storing failed: OperationalError", None]
+
+
+def test_the_sqlite_bulk_insert_stores_what_sqlalchemy_stores(make_ctx):
+    """The collector's SQLite fast path (driver executemany with SQLAlchemy's bind
+    processors) against a plain SQLAlchemy insert of the same records: same rows."""
+    from sqlalchemy import delete, insert
+
+    from kpdigest.db import utcnow
+    from kpdigest.models import articles
+    from pipeline.collect import _rows, store_feed_articles
+    from pipeline.parse import parse_feed
+
+    ctx = make_ctx()
+    if ctx.engine.dialect.name != "sqlite":
+        pytest.skip("the fast path is SQLite's")
+    now = utcnow()
+    items = [{"title": f"KP note {i}", "link": f"https://a.example.com/{i}", "guid": f"g{i}",
+              "description": "<p>Urea &amp; <b>lactic acid</b> for keratosis pilaris.</p>"} for i in range(4)]
+    records = parse_feed(rss("KP", items), {}, "https://a.example.com/", ctx.config, "KP", now, 1).entries
+    records[1]["published_at"] = None
+    columns = ", ".join(c.name for c in articles.c if c.name != "id")
+    raw = f"SELECT {columns} FROM articles ORDER BY identity"  # as stored, not as read back
+    with ctx.engine.begin() as conn:
+        assert store_feed_articles(conn, records + records[:1], None, now) == (1, 4)  # a repeat is seen
+        fast = conn.exec_driver_sql(raw).all()
+        conn.execute(delete(articles))
+        conn.execute(insert(articles), _rows(records, None, "feed", now))
+        assert conn.exec_driver_sql(raw).all() == fast
+        assert store_feed_articles(conn, records, None, now) == (4, 0)
