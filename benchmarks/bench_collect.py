@@ -107,6 +107,9 @@ def serve(per_server: list[dict[str, bytes]], delay: float, ports: Connection) -
     ports.recv()  # until the benchmark is done
 
 
+OVERRIDES: dict[str, Any] = {}
+
+
 def run(n_feeds: int, n_entries: int, delay: float, servers: int = 25) -> dict[str, float]:
     from pipeline.collect import collect
 
@@ -127,7 +130,7 @@ def run(n_feeds: int, n_entries: int, delay: float, servers: int = 25) -> dict[s
         cfg_path = Path(tmp) / "config.toml"
         text = (PROJECT_ROOT / "config.toml").read_text(encoding="utf-8")
         cfg_path.write_text(text.split("[[feeds]]")[0] + text[text.index("# Topics:"):], encoding="utf-8")
-        cfg = load_config(cfg_path, {"database": {"url": f"sqlite:///{tmp}/bench.db"}})
+        cfg = load_config(cfg_path, {"database": {"url": f"sqlite:///{tmp}/bench.db"}, **OVERRIDES})
         ctx = Context(cfg)
         migrate(ctx.engine)
         with ctx.engine.begin() as conn:

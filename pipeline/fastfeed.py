@@ -84,7 +84,10 @@ def fast_parse(body: bytes, headers: dict[str, str]) -> FastParsed | None:
 
 
 def _fix(text: str) -> str:
-    """feedparser's clean-ups of every text value: UTF-8 read as Latin-1, cp1252 controls."""
+    """feedparser's clean-ups of every text value: UTF-8 read as Latin-1, cp1252 controls
+    (neither can change ASCII text, most of it)."""
+    if text.isascii():
+        return text
     with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
         text = text.encode("iso-8859-1").decode("utf-8")
     return text.translate(_cp1252)
