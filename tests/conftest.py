@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -143,8 +144,16 @@ class FeedServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        self.httpd.handle_error = self._handle_error  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
+
+    def _handle_error(self, request: Any, client_address: Any) -> None:
+        """A collector that stops reading (size cap, deadline) resets the connection: expected,
+        so not printed; anything else still is."""
+        if isinstance(sys.exc_info()[1], ConnectionResetError | BrokenPipeError):
+            return
+        ThreadingHTTPServer.handle_error(self.httpd, request, client_address)
 
     @property
     def base(self) -> str:
