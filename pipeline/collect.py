@@ -97,8 +97,9 @@ def store_feed_articles(conn: Connection, records: list[dict[str, Any]], feed_id
     machinery (the collector's writer spent most of its time there). psycopg reports no
     count for executemany, so PostgreSQL looks up and counts the ids RETURNING gives."""
     if conn.dialect.name == "sqlite":
-        rows = _rows(list({r["identity"]: r for r in reversed(records)}.values())[::-1], feed_id, "feed", now)
-        new = _sqlite_insert_many(conn, rows)
+        unique = list({r["identity"]: r for r in reversed(records)}.values())[::-1]  # first one wins
+        new = _sqlite_insert_many(conn, unique, {"feed_id": feed_id, "origin": "feed", "created_at": now,
+                                                 "story_id": None})
     else:
         rows = _fresh_rows(conn, records, feed_id, "feed", now)
         new = len(_insert_ignoring_duplicates(conn, rows))
@@ -111,13 +112,18 @@ def _rows(records: list[dict[str, Any]], feed_id: int | None, origin: str,
              "feed_id": feed_id, "origin": origin, "created_at": now, "story_id": None} for r in records]
 
 
-def _sqlite_insert_many(conn: Connection, rows: list[dict[str, Any]]) -> int:
-    """INSERT ... ON CONFLICT (identity) DO NOTHING for many rows; how many went in."""
-    if not rows:
+def _sqlite_insert_many(conn: Connection, records: list[dict[str, Any]], constants: dict[str, Any]) -> int:
+    """INSERT ... ON CONFLICT (identity) DO NOTHING of `records` plus the `constants` every
+    row shares (converted once); how many rows went in."""
+    if not records:
         return 0
-    sql, order, processors = _sqlite_insert(conn.dialect, tuple(rows[0]))
-    params = [tuple(r[k] if p is None else p(r[k]) for k, p in zip(order, processors, strict=True))
-              for r in rows]
+    keys = tuple(k for k in records[0] if not k.startswith("_")) + tuple(constants)
+    sql, order, processors = _sqlite_insert(conn.dialect, keys)
+    fixed = {k: constants[k] if p is None else p(constants[k])
+             for k, p in zip(order, processors, strict=True) if k in constants}
+    columns = [(k, p, k in fixed) for k, p in zip(order, processors, strict=True)]
+    params = [tuple(fixed[k] if shared else r[k] if p is None else p(r[k]) for k, p, shared in columns)
+              for r in records]
     return int(conn.exec_driver_sql(sql, params).rowcount)
 
 
@@ -266,7 +272,8 @@ class Stored:
     parsed: Parsed | None
     values: dict[str, Any]
 
-    def write(self, conn: Connection, now: datetime) -> None:
+    def write(self, conn: Connection, now: datetime) -> dict[str, Any]:
+        """Store the articles; returns the feed row's new values for `_update_feeds`."""
         values = dict(self.values)
         if self.parsed is not None:
             self.outcome.warning = values["last_warning"] = self.parsed.warning
@@ -278,7 +285,7 @@ class Stored:
         moved_to = self.result.moved_to
         if moved_to and moved_to != self.feed.url:
             _follow_move(conn, self.feed, self.outcome, moved_to, values)
-        conn.execute(update(feeds).where(feeds.c.id == self.feed.id).values(**values))
+        return {**values, "fid": self.feed.id}
 
 
 class Writer:
@@ -322,8 +329,7 @@ class Writer:
     def write(run: Run, batch: list[Stored]) -> None:
         try:
             with run.write_lock, run.ctx.engine.begin() as conn:
-                for job in batch:
-                    job.write(conn, run.now)
+                _update_feeds(conn, [job.write(conn, run.now) for job in batch])
         except Exception as exc:  # storing must not stop the run: isolate the feed at fault
             if len(batch) > 1:
                 for job in batch:
@@ -411,9 +417,17 @@ def collect(ctx: Context, *, now: datetime | None = None, force: bool = False,
 def _record_unchanged(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Feeds that answered 304, in one statement rather than a transaction each: most feeds
     of most runs. (A crash before this only leaves them due again: a 304 again.)"""
-    if rows:
+    _update_feeds(conn, rows)
+
+
+def _update_feeds(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Feed rows' new values ({column: value, "fid": id}): one executemany per set of columns."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(sorted(row))].append(row)
+    for columns, group in groups.items():
         conn.execute(update(feeds).where(feeds.c.id == bindparam("fid"))
-                     .values({k: bindparam(k) for k in rows[0] if k != "fid"}), rows)
+                     .values({k: bindparam(k) for k in columns if k != "fid"}), group)
 
 
 @contextmanager
