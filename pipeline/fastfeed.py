@@ -185,11 +185,7 @@ def _rss_item(item: Any) -> dict[str, Any]:
             _media(entry, el)
         else:
             raise Unsupported(f"item element {tag}")
-    if "summary" not in entry and "content" in entry:
-        entry["summary"] = entry["content"][0]["value"]
-    if guid_is_link and "link" not in entry and "id" in entry:
-        entry["link"] = entry["id"]
-    return entry
+    return _fallbacks(entry, id_is_link=guid_is_link)
 
 
 def _namespace(el: Any) -> str:
@@ -221,6 +217,15 @@ def _inert_in_item(el: Any) -> bool:
     if ns in CORE_NS or ns in KNOWN_NS or el.prefix in KNOWN_PREFIXES:
         return False
     return _all_namespaced(el)
+
+
+def _fallbacks(entry: dict[str, Any], id_is_link: bool) -> dict[str, Any]:
+    """As feedparser: content stands in for a missing summary, a permalink id for the link."""
+    if "summary" not in entry and "content" in entry:
+        entry["summary"] = entry["content"][0]["value"]
+    if id_is_link and "link" not in entry and "id" in entry:
+        entry["link"] = entry["id"]
+    return entry
 
 
 def _rss_author(entry: dict[str, Any], author: str) -> None:
@@ -335,11 +340,7 @@ def _atom_entry(node: Any) -> dict[str, Any]:
             _media(entry, el)
         else:
             raise Unsupported(f"entry element {tag}")
-    if "summary" not in entry and "content" in entry:
-        entry["summary"] = entry["content"][0]["value"]
-    if "link" not in entry and "id" in entry:
-        entry["link"] = entry["id"]
-    return entry
+    return _fallbacks(entry, id_is_link=True)  # feedparser treats an Atom id as a permalink guid
 
 
 def _atom_author(entry: dict[str, Any], el: Any) -> None:

@@ -23,7 +23,7 @@ def _literal_order(keywords: tuple[str, ...]) -> tuple[str, ...] | None:
     and ends with a word character (then a hit is a plain substring with a non-word
     character, or nothing, on either side); None when only the pattern can tell."""
     ordered = tuple(k.lower() for k in sorted(keywords, key=len, reverse=True))
-    if all(k.isascii() and _is_word(k[0]) and _is_word(k[-1]) for k in ordered if k) and all(ordered):
+    if all(k and k.isascii() and _is_word(k[0]) and _is_word(k[-1]) for k in ordered):
         return ordered
     return None
 
