@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import queue
+import sys
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
@@ -426,15 +428,34 @@ def _update_feeds(conn: Connection, rows: list[dict[str, Any]]) -> None:
                      .values({k: bindparam(k) for k in columns if k != "fid"}), group)
 
 
+# Modules that a parent's main module (the CLI, the scheduler) imports anyway and that each
+# parser process would import again when multiprocessing re-runs that main module in it.
+_PRELOAD = ("sqlalchemy", "click", "apscheduler", "flask")
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """fork while this process has no other thread (the CLI): a child starts in milliseconds
+    with everything imported. Otherwise (the scheduler, the web app) a fork server, as forking
+    a process that has threads can copy a lock some other thread holds; it preloads the parser
+    and what the parent's main module imports, which multiprocessing re-runs in every child
+    (0.25-0.4 s each of SQLAlchemy, click...)."""
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["pipeline.parse", *(m for m in _PRELOAD if m in sys.modules)])
+    return context
+
+
 @contextmanager
 def _parser_pool(cfg: Config, n_feeds: int) -> Iterator[ProcessPoolExecutor | None]:
-    """Worker processes for parsing, for runs big enough to repay their start-up (~0.5 s)."""
+    """Worker processes for parsing, for runs big enough to repay their start-up."""
     n = cfg.collect.parse_processes
     if n <= 0 or n_feeds < PARSE_PROCESSES_FROM:
         yield None
         return
-    context = multiprocessing.get_context("forkserver")  # never fork a process that has threads
-    context.set_forkserver_preload(["pipeline.parse"])
+    context = _process_context()
     with ProcessPoolExecutor(max_workers=n, mp_context=context, initializer=init_worker,
                              initargs=(cfg,)) as parsers:
+        if context.get_start_method() == "fork":
+            parsers.submit(os.getpid).result()  # forks every worker now, before the fetch threads
         yield parsers

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import delete, select, update
 
 from kpdigest.cli import main
 from kpdigest.errors import InvalidInput
-from pipeline.collect import collect
+from kpdigest.models import articles
+from kpdigest.models import feeds as feeds_table
+from pipeline.collect import PARSE_PROCESSES_FROM, _process_context, collect
 from pipeline.feeds import add_feed, feed_health
 from tests.feedgen import rss
 
@@ -209,3 +214,47 @@ def test_the_sqlite_bulk_insert_stores_what_sqlalchemy_stores(make_ctx):
         conn.execute(insert(articles), _rows(records, None, "feed", now))
         assert conn.exec_driver_sql(raw).all() == fast
         assert store_feed_articles(conn, records, None, now) == (4, 0)
+
+
+def _stored(ctx):
+    skip = {"id", "created_at", "story_id", "feed_id"}
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(select(articles).order_by(articles.c.identity)).mappings().all()
+    return [{k: v for k, v in r.items() if k not in skip} for r in rows]
+
+
+def test_a_process_without_threads_forks_its_parsers_and_stores_what_threads_store(make_ctx, feed_server):
+    """The CLI forks its parser processes (they start in milliseconds); the stored articles
+    are those of parsing in threads, byte for byte."""
+    words = "urea lactic keratosis pilaris bumps arms thighs gentle routine winter humidity serum"
+    feeds = []
+    for i in range(PARSE_PROCESSES_FROM + 4):
+        items = [{"title": f"KP note {i}.{j}", "link": f"https://s{i}.example.com/{j}?utm_source=rss",
+                  "description": f"<p>{words} {i} {j}</p><p><a href='/more/{j}'>more</a></p>"}
+                 for j in range(3)]
+        feed_server.serve_bytes(f"/p{i}.xml", rss(f"P{i}", items))
+        feeds.append((f"P{i}", feed_server.url(f"/p{i}.xml"), ["kp"]))
+    ctx = make_ctx(feeds=feeds, collect={"parse_processes": 0})
+    assert collect(ctx).new == 3 * len(feeds)
+    in_threads = _stored(ctx)
+    with ctx.engine.begin() as conn:
+        conn.execute(delete(articles))
+        conn.execute(update(feeds_table).values(etag=None, last_modified=None))
+    proc = subprocess.run([sys.executable, "-m", "kpdigest", "--config", str(ctx.config.source), "collect"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert _stored(ctx) == in_threads
+
+
+def test_parsers_are_forked_only_while_no_other_thread_runs():
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert _process_context().get_start_method() == "forkserver"
+    finally:
+        stop.set()
+        other.join()
+    code = "from pipeline.collect import _process_context; print(_process_context().get_start_method())"
+    alone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert alone.stdout.strip() == "fork", alone.stderr
