@@ -26,6 +26,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from kpdigest.config import PROJECT_ROOT
 
@@ -116,7 +117,33 @@ def run_child(config: Path, number: int, kind: str, base_url: str, senders: int 
     seconds = max(r["end"] for r in results) - min(r["start"] for r in results)
     return {"sent": sent, "seconds": seconds, "rate": sent / seconds,
             "rss_mb": max(r["rss_mb"] for r in results),
-            "cpu_us": sum(r["cpu"] for r in results) / max(1, sent) * 1e6}
+            "cpu_us": sum(r["cpu"] for r in results) / max(1, sent) * 1e6,
+            "db_us": sum(r.get("db_cpu", 0.0) for r in results) / max(1, sent) * 1e6}
+
+
+def _proc_cpu(pid: int) -> float:
+    """Seconds of CPU process `pid` has used (Linux /proc; 0 elsewhere or once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _watch_backends(engine: Any) -> dict[int, float]:
+    """PostgreSQL backends this engine opens (a local server: their /proc is readable),
+    with their CPU when first seen, so the database's share of a send can be counted."""
+    from sqlalchemy import event
+
+    backends: dict[int, float] = {}
+    if engine.dialect.name == "postgresql":
+        @event.listens_for(engine, "connect")
+        def _seen(dbapi_conn: Any, _record: Any) -> None:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT pg_backend_pid()")
+                pid = int(cur.fetchone()[0])
+            backends[pid] = _proc_cpu(pid)
+    return backends
 
 
 def child(config: str, number: int) -> None:
@@ -124,15 +151,18 @@ def child(config: str, number: int) -> None:
     from pipeline.send import send_issue
 
     ctx = Context.load(config)
+    backends = _watch_backends(ctx.engine)
     before = resource.getrusage(resource.RUSAGE_SELF)
     start, t0 = time.time(), time.perf_counter()
     r = send_issue(ctx, number, force=True)
     took = time.perf_counter() - t0
     use = resource.getrusage(resource.RUSAGE_SELF)
     rss = use.ru_maxrss / 1024
+    db_cpu = sum(_proc_cpu(pid) - start_cpu for pid, start_cpu in backends.items())
     print(json.dumps({"sent": r.counts["sent"], "sent_now": r.sent_now, "seconds": took,
                       "start": start, "end": start + took, "rate": r.counts["sent"] / took, "rss_mb": rss,
-                      "cpu": use.ru_utime + use.ru_stime - before.ru_utime - before.ru_stime}))
+                      "cpu": use.ru_utime + use.ru_stime - before.ru_utime - before.ru_stime,
+                      "db_cpu": db_cpu}))
 
 
 class Fake:
@@ -146,11 +176,7 @@ class Fake:
 
     def cpu(self) -> float:
         """Seconds of CPU the fake has used (Linux /proc; 0 elsewhere)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _proc_cpu(self.proc.pid)
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -237,11 +263,12 @@ def main(argv: list[str] | None = None) -> None:
                     fake_us = (fake.cpu() - fake_cpu) / max(1, res["sent"]) * 1e6
                 finally:
                     fake.close()
-                # CPU per recipient (senders' own, the fake's) holds steadier than the rate
-                # on a shared machine; PostgreSQL's backends are not counted.
+                # CPU per recipient (senders' own, their PostgreSQL backends', the fake's)
+                # holds steadier than the rate on a shared machine.
+                db = f", PostgreSQL {res['db_us']:.0f} µs" if schema else ""
                 print(f"{kind:<9}{label:<11} {res['sent']:>9,} sent in {res['seconds']:7.1f} s = "
                       f"{res['rate']:8,.0f}/s   peak RSS {res['rss_mb']:6.0f} MB   CPU/recipient: "
-                      f"sender {res['cpu_us']:.0f} µs, fake {fake_us:.1f} µs   (setup {setup:.0f} s)"
+                      f"sender {res['cpu_us']:.0f} µs{db}, fake {fake_us:.1f} µs   (setup {setup:.0f} s)"
                       f"  load {os.getloadavg()[0]:.1f}", flush=True)
             finally:
                 if schema:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -245,8 +246,14 @@ deliveries = Table(
     UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     # Claims read a keyset page of one variant's queued rows without a batch key in id
     # order, and find batches waiting for a retry with their idempotency key, both here.
-    Index("ix_deliveries_issue_state", "issue_id", "state", "variant", "batch_key", "id"),
-    Index("ix_deliveries_provider_message", "provider_message_id"),
+    # Queued rows only: a claimed or recorded row version (each update is a new version
+    # in PostgreSQL) then adds no entry; recording finds its batch by primary key.
+    Index("ix_deliveries_queued", "issue_id", "variant", "batch_key", "id",
+          postgresql_where=text("state = 'queued'"), sqlite_where=text("state = 'queued'")),
+    # Webhooks' correlation key: only rows that have one (not the queued or claimed).
+    Index("ix_deliveries_provider_message", "provider_message_id",
+          postgresql_where=text("provider_message_id IS NOT NULL"),
+          sqlite_where=text("provider_message_id IS NOT NULL")),
 )
 
 events = Table(
