@@ -31,7 +31,7 @@ from benchmarks.bench_import import _pg_scratch
 from kpdigest.config import DEFAULT_CONFIG, load_config
 from kpdigest.context import Context
 from kpdigest.db import make_engine, migrate, utcnow
-from kpdigest.models import articles
+from kpdigest.models import articles, articles_ungrouped
 from pipeline import minhash
 from pipeline.dedupe import assign_stories, encode, group_pending, signature
 
@@ -101,7 +101,10 @@ def _store(ctx: Context, minhashes: list[str | None], start: int, grouped: bool 
         conn.execute(insert(articles), [
             {"identity": f"bench-{start + i}", "title": f"Article {start + i}", "minhash": m,
              "content_hash": f"{start + i:064x}", "created_at": now,
-             "story_id": start + i + 1 if grouped else None} for i, m in enumerate(minhashes)])
+             "story_id": start + i + 1} for i, m in enumerate(minhashes)])
+        if not grouped:  # as the collector stores new articles: their own story, listed
+            conn.execute(insert(articles_ungrouped),
+                         [{"article_id": start + i + 1} for i in range(len(minhashes))])
 
 
 def _group(ctx: Context) -> tuple[float, float, int]:

@@ -111,6 +111,15 @@ articles = Table(
     Index("ix_articles_feed", "feed_id", "id"),  # a feed's latest identities, for the parser to skip
 )
 
+# Articles not yet compared with the others for near-duplicates: grouping reads and empties
+# it. A new article is stored as a story of its own (story_id = id) by the transaction that
+# inserts it, while its pages are being written anyway, so that grouping rewrites only the
+# few rows that join another story.
+articles_ungrouped = Table(
+    "articles_ungrouped", metadata,
+    Column("article_id", Integer, ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True),
+)
+
 queue_items = Table(
     "queue_items", metadata,
     Column("id", Integer, primary_key=True),

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
+from itertools import repeat
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,7 +36,7 @@ from kpdigest.config import Config
 from kpdigest.context import Context
 from kpdigest.db import utcnow
 from kpdigest.errors import FetchError
-from kpdigest.models import articles, feeds
+from kpdigest.models import articles, articles_ungrouped, feeds
 from pipeline.dedupe import group_pending
 from pipeline.feeds import sync_config_feeds
 from pipeline.fetch import FetchGone, FetchResult, fetch, make_session
@@ -81,11 +82,12 @@ def store_articles(conn: Connection, records: list[dict[str, Any]], feed_id: int
                    origin: str = "feed", now: datetime | None = None) -> tuple[int, list[int]]:
     """Insert records whose identity is new; returns (seen-before count, new ids).
 
-    New rows have no story yet: `pipeline.dedupe.group_pending` groups them once the run
-    has stored everything (until then each counts as a story of its own).
+    New rows are stories of their own, listed for `pipeline.dedupe.group_pending`, which
+    compares them with the others once the run has stored everything.
     """
     rows = _fresh_rows(conn, records, feed_id, origin, now)
     new_ids = sorted(aid for aid, _ in _insert_ignoring_duplicates(conn, rows))
+    _mark_ungrouped(conn, new_ids)
     return len(records) - len(new_ids), new_ids
 
 
@@ -102,10 +104,32 @@ def store_feed_articles(conn: Connection, records: list[dict[str, Any]], feed_id
         unique = list({r["identity"]: r for r in reversed(records)}.values())[::-1]  # first one wins
         new = _sqlite_insert_many(conn, unique, {"feed_id": feed_id, "origin": "feed", "created_at": now,
                                                  "story_id": None})
+        if new:
+            _mark_ungrouped(conn, None)
     else:
         rows = _fresh_rows(conn, records, feed_id, "feed", now)
-        new = len(_insert_ignoring_duplicates(conn, rows))
+        ids = [aid for aid, _ in _insert_ignoring_duplicates(conn, rows)]
+        _mark_ungrouped(conn, ids)
+        new = len(ids)
     return len(records) - new, new
+
+
+def _mark_ungrouped(conn: Connection, ids: list[int] | None) -> None:
+    """New articles `ids` become stories of their own, listed for grouping. None: the rows
+    without a story, which only the transaction's own bulk insert leaves (SQLite, where it is
+    the only writer)."""
+    if ids is None:
+        conn.execute(articles_ungrouped.insert().from_select(
+            ["article_id"], select(articles.c.id).where(articles.c.story_id.is_(None))))
+        conn.execute(update(articles).where(articles.c.story_id.is_(None)).values(story_id=articles.c.id))
+        return
+    if not ids:
+        return
+    conn.execute(articles_ungrouped.insert(), [{"article_id": i} for i in ids])
+    own = (update(articles).where(articles.c.id.in_(bindparam("ids", expanding=True)))
+           .values(story_id=articles.c.id))
+    for lo in range(0, len(ids), 900):  # within SQLite's oldest limit on bound parameters
+        conn.execute(own, {"ids": ids[lo:lo + 900]})
 
 
 def _rows(records: list[dict[str, Any]], feed_id: int | None, origin: str,
@@ -116,17 +140,37 @@ def _rows(records: list[dict[str, Any]], feed_id: int | None, origin: str,
 
 def _sqlite_insert_many(conn: Connection, records: list[dict[str, Any]], constants: dict[str, Any]) -> int:
     """INSERT ... ON CONFLICT (identity) DO NOTHING of `records` plus the `constants` every
-    row shares (converted once); how many rows went in."""
+    row shares (converted once); how many rows went in. Values are converted a column at a
+    time, and a JSON column's equal lists (a feed's topics, its empty tags) are encoded once."""
     if not records:
         return 0
     keys = tuple(k for k in records[0] if not k.startswith("_")) + tuple(constants)
     sql, order, processors = _sqlite_insert(conn.dialect, keys)
-    fixed = {k: constants[k] if p is None else p(constants[k])
-             for k, p in zip(order, processors, strict=True) if k in constants}
-    columns = [(k, p, k in fixed) for k, p in zip(order, processors, strict=True)]
-    params = [tuple(fixed[k] if shared else r[k] if p is None else p(r[k]) for k, p, shared in columns)
-              for r in records]
-    return int(conn.exec_driver_sql(sql, params).rowcount)
+    columns: list[Any] = []
+    for k, p in zip(order, processors, strict=True):
+        if k in constants:
+            columns.append(repeat(constants[k] if p is None else p(constants[k]), len(records)))
+        else:
+            values = [r[k] for r in records]
+            columns.append(values if p is None else _converted(values, p))
+    return int(conn.exec_driver_sql(sql, list(zip(*columns, strict=True))).rowcount)
+
+
+def _converted(values: list[Any], processor: Any) -> list[Any]:
+    """`processor` applied to each value; lists of strings (JSON columns) encoded once each."""
+    if not any(isinstance(v, list) for v in values):
+        return list(map(processor, values))
+    done: dict[tuple[Any, ...], Any] = {}
+    out = []
+    for v in values:
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            key = tuple(v)
+            if key not in done:
+                done[key] = processor(v)
+            out.append(done[key])
+        else:
+            out.append(processor(v))
+    return out
 
 
 @lru_cache(maxsize=8)

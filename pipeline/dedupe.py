@@ -20,17 +20,20 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 import numpy as np
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from kpdigest.config import Config
-from kpdigest.models import articles
+from kpdigest.models import articles, articles_ungrouped
 from pipeline.minhash import NUM_PERM, decode, encode, features, signature, similarity
 
 __all__ = ["Item", "assign_stories", "decode", "encode", "features", "group_items", "group_pending",
@@ -43,6 +46,7 @@ ROWS = 3
 BANDS = NUM_PERM // ROWS  # 85 bands: 1-(1-J^3)^85 is 98% at Jaccard 0.35, 85% at 0.28, 8% at 0.1
 ENCODED = 1368  # len(encode(values)): 1024 bytes in base64
 _BAND_CHARS = 16  # 3 values are 12 bytes, 16 base64 characters: a band is a substring
+_Pairs = tuple[np.ndarray, np.ndarray]
 _PAIRS_PER_CHUNK = 1 << 14  # pairs checked at a time: their rows stay in the CPU caches
 # One character lying wholly inside each value: its 6 bits, a 6-bit MinHash read off the text.
 _SEXTET_AT = np.array([_BAND_CHARS * band + c for band in range(BANDS) for c in (0, 6, 11)]
@@ -139,9 +143,10 @@ def _pending_keys(keys: np.ndarray, later: np.ndarray) -> np.ndarray:
 
 
 def _candidates(keys: np.ndarray, later: np.ndarray,
-                shared: np.ndarray | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                shared: np.ndarray | None) -> Iterator[Callable[[], _Pairs]]:
     """Chunks of (earlier, later) row pairs that share a band key, the later row pending
-    (`shared`: the only keys worth sorting, None for all)."""
+    (`shared`: the only keys worth sorting, None for all), each as a function that lists
+    them: the listing is as costly as the checks, and runs in their threads."""
     n = len(keys)
     entries = (keys.astype(np.uint64) << np.uint64(32)) | np.arange(n, dtype=np.uint64)[:, None]
     entries = entries.ravel() if shared is None else entries[shared]
@@ -159,11 +164,16 @@ def _candidates(keys: np.ndarray, later: np.ndarray,
     if total[-1] == 0:
         return
     bounds = np.searchsorted(total, np.arange(_PAIRS_PER_CHUNK, total[-1], _PAIRS_PER_CHUNK), side="right")
-    for lo, hi in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(entries)])), strict=True):
+
+    def pairs(lo: int, hi: int) -> _Pairs:
         count = before[lo:hi]
         last = np.repeat(np.arange(lo, hi), count)
         offset = np.arange(len(last)) - np.repeat(np.cumsum(count) - count, count)
-        yield row[run_start[last] + offset], row[last]
+        return row[run_start[last] + offset], row[last]
+
+    starts, ends = np.concatenate(([0], bounds)).tolist(), np.concatenate((bounds, [len(entries)])).tolist()
+    for lo, hi in zip(starts, ends, strict=True):
+        yield partial(pairs, lo, hi)
 
 
 def _four_bit(sextets: np.ndarray) -> np.ndarray:
@@ -180,6 +190,31 @@ def _four_bit_mismatches(packed: np.ndarray, x: np.ndarray, y: np.ndarray) -> np
     d &= _NIBBLE_BITS  # one bit per 4-bit field that differs
     counts = (np.bitwise_count(d).view(np.uint64) * _BYTE_SUM) >> np.uint64(56)  # 2 sums <= 128
     return counts[:, 0] + counts[:, 1]  # type: ignore[no-any-return]
+
+
+CONFIRM_THREADS = 2  # numpy lets go of the GIL in the checks: chunks are confirmed in parallel
+
+
+def _in_threads(work: Callable[[Callable[[], _Pairs]], _Pairs],
+                chunks: Iterator[Callable[[], _Pairs]]) -> Iterator[_Pairs]:
+    """`work` over the chunks, in order, a few at a time in a small thread pool: a first
+    collect's hundreds of candidate chunks are the serial end of the run. A single chunk
+    (the usual steady-state pass) is done right here."""
+    first = next(chunks, None)
+    if first is None:
+        return
+    second = next(chunks, None)
+    if second is None:
+        yield work(first)
+        return
+    with ThreadPoolExecutor(CONFIRM_THREADS, thread_name_prefix="kpd-dedupe") as pool:
+        pending: deque[Future[_Pairs]] = deque([pool.submit(work, first), pool.submit(work, second)])
+        for chunk in chunks:
+            pending.append(pool.submit(work, chunk))
+            if len(pending) > 2 * CONFIRM_THREADS:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _near_pairs(minhashes: Sequence[str | None], pending: np.ndarray,
@@ -200,14 +235,19 @@ def _near_pairs(minhashes: Sequence[str | None], pending: np.ndarray,
     sextets = sigs.sextets()
     two, four = _two_bit(sextets), _four_bit(sextets)
     most_two, most_four = NUM_PERM - _two_bit_floor(need), NUM_PERM - need
-    found_x, found_y = [], []
-    for x, y in _candidates(keys, later, shared):
+
+    def confirm(chunk: Callable[[], _Pairs]) -> _Pairs:
+        x, y = chunk()
         keep = _two_bit_mismatches(two, x, y) <= most_two  # lets ~1 in 10 through
         x, y = x[keep], y[keep]
         # Pairs with `need` equal values have at least as many equal 4-bit parts: no loss.
         keep = _four_bit_mismatches(four, x, y) <= most_four
-        found_x.append(x[keep])
-        found_y.append(y[keep])
+        return x[keep], y[keep]
+
+    found_x, found_y = [], []
+    for x, y in _in_threads(confirm, _candidates(keys, later, shared)):
+        found_x.append(x)
+        found_y.append(y)
     if not found_x:
         return none
     pairs = np.unique(np.concatenate(found_x) * len(sigs.texts) + np.concatenate(found_y))
@@ -290,23 +330,30 @@ def _no_cyclic_gc() -> Iterator[None]:
 
 
 def group_pending(conn: Connection, cfg: Config, now: datetime) -> int:
-    """Give every article stored without a story yet the story of its earliest near-duplicate
-    among the last `collect.near_duplicate_days` (or its own id); returns how many joined an
-    existing story. One pass after a collect run (or an editor's add), in one transaction."""
-    if conn.execute(select(articles.c.id).where(articles.c.story_id.is_(None)).limit(1)).first() is None:
+    """Compare every article listed as ungrouped with the others of the last
+    `collect.near_duplicate_days` and give it the story of its earliest near-duplicate (it was
+    stored as its own story); returns how many joined an existing story. One pass after a
+    collect run (or an editor's add), in one transaction: only the rows that join another
+    story are rewritten, and the list is emptied of what this pass compared."""
+    u = articles_ungrouped.c
+    if conn.execute(select(u.article_id).limit(1)).first() is None:
         return 0  # nothing new: a run of 304s never loads the signatures
     since = now - timedelta(days=cfg.collect.near_duplicate_days)
     with _no_cyclic_gc():
+        # One statement, so that what counts as pending is what this pass reads.
         rows = conn.execute(
-            select(articles.c.id, articles.c.story_id, articles.c.minhash, articles.c.content_hash)
-            .where(or_(articles.c.created_at >= since, articles.c.story_id.is_(None)))
+            select(articles.c.id, articles.c.story_id, articles.c.minhash, articles.c.content_hash,
+                   u.article_id.is_not(None))
+            .select_from(articles.outerjoin(articles_ungrouped, u.article_id == articles.c.id))
+            .where(or_(articles.c.created_at >= since, u.article_id.is_not(None)))
             .order_by(articles.c.id)).all()
         if not rows:  # grouped meanwhile by another run
             return 0
-        ids, stories, minhashes, hashes = zip(*rows, strict=True)
+        ids, stories, minhashes, hashes, listed = zip(*rows, strict=True)
         del rows
+        pending = np.array(listed, dtype=bool)
+        stories = [None if p else s for s, p in zip(stories, listed, strict=True)]
         story = assign_stories(ids, stories, minhashes, hashes, cfg.collect.near_duplicate_threshold)
-        pending = np.array([s is None for s in stories], dtype=bool)
         new_ids, new_story = np.array(ids, dtype=np.int64)[pending], story[pending]
     joined = new_story != new_ids
     if joined.any():
@@ -314,11 +361,10 @@ def group_pending(conn: Connection, cfg: Config, now: datetime) -> int:
                      .values(story_id=bindparam("sid")),
                      [{"aid": a, "sid": s} for a, s in zip(new_ids[joined].tolist(),
                                                             new_story[joined].tolist(), strict=True)])
-    own = new_ids[~joined].tolist()
-    own_story = (update(articles).where(articles.c.id.in_(bindparam("ids", expanding=True)))
-                 .values(story_id=articles.c.id))
-    for lo in range(0, len(own), 900):  # within SQLite's oldest limit on bound parameters
-        conn.execute(own_story, {"ids": own[lo:lo + 900]})
+    done = new_ids.tolist()
+    compared = delete(articles_ungrouped).where(u.article_id.in_(bindparam("ids", expanding=True)))
+    for lo in range(0, len(done), 900):  # within SQLite's oldest limit on bound parameters
+        conn.execute(compared, {"ids": done[lo:lo + 900]})
     return int(joined.sum())
 
 

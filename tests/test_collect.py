@@ -205,11 +205,14 @@ def test_the_sqlite_bulk_insert_stores_what_sqlalchemy_stores(make_ctx):
               "description": "<p>Urea &amp; <b>lactic acid</b> for keratosis pilaris.</p>"} for i in range(4)]
     records = parse_feed(rss("KP", items), {}, "https://a.example.com/", ctx.config, "KP", now, 1).entries
     records[1]["published_at"] = None
-    columns = ", ".join(c.name for c in articles.c if c.name != "id")
+    columns = ", ".join(c.name for c in articles.c if c.name not in ("id", "story_id"))
     raw = f"SELECT {columns} FROM articles ORDER BY identity"  # as stored, not as read back
     with ctx.engine.begin() as conn:
         assert store_feed_articles(conn, records + records[:1], None, now) == (1, 4)  # a repeat is seen
         fast = conn.exec_driver_sql(raw).all()
+        # each its own story until grouped, and listed for grouping
+        assert conn.exec_driver_sql("SELECT count(*) FROM articles a JOIN articles_ungrouped u "
+                                    "ON u.article_id = a.id WHERE a.story_id = a.id").scalar() == 4
         conn.execute(delete(articles))
         conn.execute(insert(articles), _rows(records, None, "feed", now))
         assert conn.exec_driver_sql(raw).all() == fast

@@ -27,3 +27,32 @@ def test_migrations_match_models(db_url):
         assert migrate(engine) == first == current_revision(engine)  # safe to run twice
     finally:
         engine.dispose()
+
+
+def test_articles_a_run_left_ungrouped_are_listed_by_the_upgrade(db_url):
+    """Before 0004 a stored article waited for grouping with no story; after it, it is its own
+    story and listed, so the next grouping pass still compares it."""
+    from alembic import command
+    from sqlalchemy import insert, select
+
+    from kpdigest.db import alembic_config, utcnow
+    from kpdigest.models import articles, articles_ungrouped
+
+    engine = make_engine(db_url)
+    try:
+        cfg = alembic_config(db_url)
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0003")
+        with engine.begin() as conn:
+            conn.execute(insert(articles).values(
+                id=1, identity="a", title="grouped", created_at=utcnow(), story_id=1, tags=[], topics=[]))
+            conn.execute(insert(articles).values(
+                id=2, identity="b", title="waiting", created_at=utcnow(), story_id=None, tags=[], topics=[]))
+        migrate(engine)
+        with engine.connect() as conn:
+            assert conn.execute(select(articles.c.id, articles.c.story_id).order_by(articles.c.id)).all() \
+                == [(1, 1), (2, 2)]
+            assert conn.execute(select(articles_ungrouped.c.article_id)).scalars().all() == [2]
+    finally:
+        engine.dispose()
