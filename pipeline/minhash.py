@@ -100,11 +100,30 @@ def features(text: str) -> set[bytes]:
     return set(map(_STEMS.__getitem__, set(_WORD_RE.findall(lowered)) - STOPWORDS))
 
 
-def _hashes(text: str) -> np.ndarray | None:
-    stems = features(text)
-    if len(stems) < MIN_FEATURES:
+def _word_hash(word: bytes) -> int | None:
+    """An ASCII word's feature hash, None for a word that is no feature (short, a stopword)."""
+    if len(word) < 3 or word in _ASCII_STOPWORDS:
         return None
-    return np.fromiter(map(_HASHES.__getitem__, stems), dtype=np.uint32, count=len(stems))
+    return _HASHES[_STEMS[word]]  # type: ignore[no-any-return]
+
+
+_WORD_HASHES = _Memo(_word_hash)  # ASCII word -> its feature hash or None
+
+
+def _hashes(text: str) -> np.ndarray | None:
+    """The feature hashes of `text`. For ASCII text, straight from each distinct word, in C
+    (`features` then a hash per stem, without building either set in Python): words with one
+    stem give one hash, so the set is the same but for a 32-bit collision, which MinHash
+    cannot tell from one feature anyway."""
+    lowered = text.lower()
+    if lowered.isascii():
+        hashes = set(map(_WORD_HASHES.__getitem__, set(lowered.encode().translate(_ASCII_LETTERS).split())))
+        hashes.discard(None)
+    else:
+        hashes = set(map(_HASHES.__getitem__, features(text)))
+    if len(hashes) < MIN_FEATURES:
+        return None
+    return np.fromiter(hashes, dtype=np.uint32, count=len(hashes))
 
 
 def signature(text: str) -> np.ndarray | None:
