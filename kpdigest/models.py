@@ -246,23 +246,21 @@ deliveries = Table(
     Column("state", String(10), nullable=False, default="queued"),
     # queued -> sending -> sent | failed | unknown | suppressed
     Column("attempts", Integer, nullable=False, default=0),
-    Column("claimed_by", String(100)),
+    Column("claimed_by", String(100)),  # the sender that claimed it; kept once recorded
     Column("claimed_at", TS),
     Column("batch_key", String(64)),  # idempotency key of the batch it was handed in
     Column("provider_message_id", String(200)),
     Column("last_error", Text),
     Column("sent_at", TS),
     UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
-    # Claims read a keyset page of one variant's queued rows without a batch key in id
+    # Claims read a keyset page of one variant's unclaimed rows without a batch key in id
     # order, and find batches waiting for a retry with their idempotency key, both here.
-    # Queued rows only: a claimed or recorded row version (each update is a new version
-    # in PostgreSQL) then adds no entry; recording finds its batch by primary key.
-    Index("ix_deliveries_queued", "issue_id", "variant", "batch_key", "id",
-          postgresql_where=text("state = 'queued'"), sqlite_where=text("state = 'queued'")),
-    # Webhooks' correlation key: only rows that have one (not the queued or claimed).
-    Index("ix_deliveries_provider_message", "provider_message_id",
-          postgresql_where=text("provider_message_id IS NOT NULL"),
-          sqlite_where=text("provider_message_id IS NOT NULL")),
+    # Unclaimed rows only, keyed on columns recording leaves alone (it keeps claimed_by and
+    # batch_key): a claim adds two index entries (primary key, unique), and recording a
+    # result is a HOT update in PostgreSQL, none at all, on pages left half free for it.
+    Index("ix_deliveries_unclaimed", "issue_id", "variant", "batch_key", "id",
+          postgresql_where=text("claimed_by IS NULL"), sqlite_where=text("claimed_by IS NULL")),
+    postgresql_with={"fillfactor": 50},
 )
 
 events = Table(

@@ -193,7 +193,7 @@ def recover_stale(ctx: Context, issue_id: int, transport: Transport, me: str) ->
         if transport.idempotent:
             conn.execute(target.values(state="queued", claimed_by=None))
             return 0, len(stale)
-        conn.execute(target.values(state="unknown", claimed_by=None,
+        conn.execute(target.values(state="unknown",
                                    last_error="sender stopped after hand-off; outcome unknown"))
         return len(stale), 0
 
@@ -214,7 +214,7 @@ def claim_batch(conn: Connection, issue_id: int, variant: str, size: int, me: st
             return rows
 
 
-QUEUED = literal_column("'queued'")  # a literal, so both planners match the partial claim index
+QUEUED = literal_column("'queued'")
 SENDING = literal_column("'sending'")
 
 
@@ -223,7 +223,10 @@ def _claim_statements(postgres: bool, keyed: bool) -> tuple[Any, Any]:
     """(find a batch waiting with its key, claim), built once with bound parameters:
     building and cache-keying them took a few ms of CPU per claim."""
     d = deliveries.c
-    mine = (d.issue_id == bindparam("p_issue"), d.state == QUEUED, d.variant == bindparam("p_variant"))
+    # claimed_by IS NULL: the partial claim index's own predicate, so both planners (and
+    # PostgreSQL's generic plans for prepared statements) use it.
+    mine = (d.issue_id == bindparam("p_issue"), d.claimed_by.is_(None), d.state == QUEUED,
+            d.variant == bindparam("p_variant"))
     find_keyed = select(d.batch_key).where(*mine, d.batch_key.is_not(None)).limit(1)
     # Ordered by (batch_key, id), not id alone: the same order (the key is NULL), but the
     # index's own, so PostgreSQL reads one page instead of sorting every queued row.
@@ -266,7 +269,7 @@ def _gone_statement() -> Any:
     return update(deliveries).where(
         d.batch_key == bindparam("p_key"), d.claimed_by == bindparam("p_me"), d.state == SENDING,
         or_(d.subscriber_id.is_(None), listed)).values(
-        state="suppressed", claimed_by=None, batch_key=None,
+        state="suppressed",
         last_error="suppressed or erased before sending").returning(d.id)
 
 
@@ -347,10 +350,15 @@ def record(conn: Connection, outcomes: list[Outcome], me: str, max_attempts: int
         base = update(deliveries).where(d.claimed_by == me, d.state == SENDING)
         if whole and batch:
             base = base.where(d.batch_key == batch[2])
-        values: dict[str, Any] = {"state": state, "last_error": error, "claimed_by": None,
-                                  "batch_key": None, "attempts": d.attempts + extra_attempts}
-        if state == "retry":
-            values["state"] = _retry_state(max_attempts, extra_attempts)
+        # A final result keeps claimed_by and batch_key (who handed it over, in which batch):
+        # no indexed column changes, so PostgreSQL records it without an index entry.
+        values: dict[str, Any] = {"state": state, "last_error": error,
+                                  "attempts": d.attempts + extra_attempts}
+        if state == "retry":  # queued again for a fresh batch, unless out of attempts
+            again = deliveries.c.attempts + extra_attempts < max_attempts
+            values.update(state=_retry_state(max_attempts, extra_attempts),
+                          claimed_by=case((again, None), else_=d.claimed_by),
+                          batch_key=case((again, None), else_=d.batch_key))
         if state == "sent":
             values["sent_at"] = now
             pmids = {o.provider_message_id for o in group}
@@ -394,7 +402,7 @@ def _record_sent_statement(ranged: bool) -> Any:
     return update(deliveries).where(
         by_id, d.batch_key == bindparam("p_key"),
         d.claimed_by == bindparam("p_me"), d.state == SENDING).values(
-        state="sent", last_error=None, claimed_by=None, batch_key=None, sent_at=bindparam("p_now"),
+        state="sent", last_error=None, sent_at=bindparam("p_now"),
         provider_message_id=bindparam("p_pmid"))
 
 
