@@ -102,10 +102,17 @@ def store_feed_articles(conn: Connection, records: list[dict[str, Any]], feed_id
     count for executemany, so PostgreSQL looks up and counts the ids RETURNING gives."""
     if conn.dialect.name == "sqlite":
         unique = list({r["identity"]: r for r in reversed(records)}.values())[::-1]  # first one wins
-        new = _sqlite_insert_many(conn, unique, {"feed_id": feed_id, "origin": "feed", "created_at": now,
-                                                 "story_id": None})
-        if new:
-            _mark_ungrouped(conn, None)
+        if not unique:
+            return len(records), 0
+        # The transaction began IMMEDIATE: it alone writes, so the next ids are known and
+        # each row goes in as its own story (no second write of its page), listed below.
+        first = int(conn.exec_driver_sql("SELECT coalesce(max(id), 0) + 1 FROM articles").scalar_one())
+        ids = list(range(first, first + len(unique)))
+        new = _sqlite_insert_many(conn, unique, {"feed_id": feed_id, "origin": "feed", "created_at": now},
+                                  {"id": ids, "story_id": ids})
+        if new:  # the ids a duplicate did not take
+            conn.execute(articles_ungrouped.insert().from_select(
+                ["article_id"], select(articles.c.id).where(articles.c.id.between(first, ids[-1]))))
     else:
         rows = _fresh_rows(conn, records, feed_id, "feed", now)
         ids = [aid for aid, _ in _insert_ignoring_duplicates(conn, rows)]
@@ -114,15 +121,8 @@ def store_feed_articles(conn: Connection, records: list[dict[str, Any]], feed_id
     return len(records) - new, new
 
 
-def _mark_ungrouped(conn: Connection, ids: list[int] | None) -> None:
-    """New articles `ids` become stories of their own, listed for grouping. None: the rows
-    without a story, which only the transaction's own bulk insert leaves (SQLite, where it is
-    the only writer)."""
-    if ids is None:
-        conn.execute(articles_ungrouped.insert().from_select(
-            ["article_id"], select(articles.c.id).where(articles.c.story_id.is_(None))))
-        conn.execute(update(articles).where(articles.c.story_id.is_(None)).values(story_id=articles.c.id))
-        return
+def _mark_ungrouped(conn: Connection, ids: list[int]) -> None:
+    """New articles `ids` become stories of their own, listed for grouping."""
     if not ids:
         return
     conn.execute(articles_ungrouped.insert(), [{"article_id": i} for i in ids])
@@ -138,22 +138,25 @@ def _rows(records: list[dict[str, Any]], feed_id: int | None, origin: str,
              "feed_id": feed_id, "origin": origin, "created_at": now, "story_id": None} for r in records]
 
 
-def _sqlite_insert_many(conn: Connection, records: list[dict[str, Any]], constants: dict[str, Any]) -> int:
-    """INSERT ... ON CONFLICT (identity) DO NOTHING of `records` plus the `constants` every
-    row shares (converted once); how many rows went in. Values are converted a column at a
-    time, and a JSON column's equal lists (a feed's topics, its empty tags) are encoded once."""
+def _sqlite_insert_many(conn: Connection, records: list[dict[str, Any]], constants: dict[str, Any],
+                        columns: dict[str, list[Any]] | None = None) -> int:
+    """INSERT ... ON CONFLICT (identity) DO NOTHING of `records`, plus the `constants` every
+    row shares (converted once) and `columns` given a value per row; how many rows went in.
+    Values are converted a column at a time, and a JSON column's equal lists (a feed's
+    topics, its empty tags) are encoded once."""
     if not records:
         return 0
-    keys = tuple(k for k in records[0] if not k.startswith("_")) + tuple(constants)
+    given = columns or {}
+    keys = tuple(k for k in records[0] if not k.startswith("_")) + tuple(given) + tuple(constants)
     sql, order, processors = _sqlite_insert(conn.dialect, keys)
-    columns: list[Any] = []
+    params: list[Any] = []
     for k, p in zip(order, processors, strict=True):
         if k in constants:
-            columns.append(repeat(constants[k] if p is None else p(constants[k]), len(records)))
+            params.append(repeat(constants[k] if p is None else p(constants[k]), len(records)))
         else:
-            values = [r[k] for r in records]
-            columns.append(values if p is None else _converted(values, p))
-    return int(conn.exec_driver_sql(sql, list(zip(*columns, strict=True))).rowcount)
+            values = given[k] if k in given else [r[k] for r in records]
+            params.append(values if p is None else _converted(values, p))
+    return int(conn.exec_driver_sql(sql, list(zip(*params, strict=True))).rowcount)
 
 
 def _converted(values: list[Any], processor: Any) -> list[Any]:

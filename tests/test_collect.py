@@ -261,3 +261,26 @@ def test_parsers_are_forked_only_while_no_other_thread_runs():
     code = "from pipeline.collect import _process_context; print(_process_context().get_start_method())"
     alone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert alone.stdout.strip() == "fork", alone.stderr
+
+
+def test_a_bulk_insert_among_stored_duplicates_lists_only_what_it_stored(make_ctx):
+    from kpdigest.db import utcnow
+    from kpdigest.models import articles_ungrouped
+    from pipeline.collect import store_feed_articles
+    from pipeline.parse import parse_feed
+
+    ctx = make_ctx()
+    now = utcnow()
+    items = [{"title": f"KP note {i}", "link": f"https://a.example.com/{i}", "guid": f"g{i}",
+              "description": "<p>Urea for keratosis pilaris.</p>"} for i in range(5)]
+    records = parse_feed(rss("KP", items), {}, "https://a.example.com/", ctx.config, "KP", now, 1).entries
+    with ctx.engine.begin() as conn:
+        assert store_feed_articles(conn, records[1:3], None, now) == (0, 2)
+        assert store_feed_articles(conn, records, None, now) == (2, 3)
+        stored = conn.execute(select(articles.c.id, articles.c.story_id, articles.c.identity)
+                              .order_by(articles.c.id)).all()
+        listed = conn.execute(select(articles_ungrouped.c.article_id)
+                              .order_by(articles_ungrouped.c.article_id)).scalars().all()
+    assert [r.identity for r in stored] == [records[i]["identity"] for i in (1, 2, 0, 3, 4)]
+    assert all(r.story_id == r.id for r in stored)  # each its own story until grouped
+    assert listed == [r.id for r in stored]
