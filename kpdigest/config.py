@@ -62,7 +62,7 @@ class Collect:
     connect_timeout: float = 5.0
     read_timeout: float = 15.0
     max_bytes: int = 5_000_000
-    workers: int = 16
+    workers: int = 32
     per_host: int = 2
     max_failures: int = 5
     user_agent: str = "kpdigest/0.1"
