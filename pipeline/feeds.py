@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from kpdigest.context import Context
@@ -31,9 +32,16 @@ def sync_config_feeds(ctx: Context) -> None:
     if not missing:
         return
     with ctx.engine.begin() as conn:
-        for f in missing:
-            conn.execute(insert(feeds).values(name=f.name, url=f.url, topics=f.topics,
-                                              enabled=f.enabled, created_at=now))
+        register_feeds(conn, [dict(name=f.name, url=f.url, topics=f.topics, enabled=f.enabled,
+                                   created_at=now) for f in missing])
+
+
+def register_feeds(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert feed rows, leaving out any whose URL another process registered meanwhile (two
+    schedulers starting at once both find the config's feeds missing)."""
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    for row in rows:
+        conn.execute(dialect_insert(feeds).values(**row).on_conflict_do_nothing(index_elements=["url"]))
 
 
 def add_feed(ctx: Context, url: str, name: str | None = None, topics: list[str] | None = None,

@@ -284,3 +284,22 @@ def test_a_bulk_insert_among_stored_duplicates_lists_only_what_it_stored(make_ct
     assert [r.identity for r in stored] == [records[i]["identity"] for i in (1, 2, 0, 3, 4)]
     assert all(r.story_id == r.id for r in stored)  # each its own story until grouped
     assert listed == [r.id for r in stored]
+
+
+def test_a_config_feed_another_scheduler_registered_meanwhile_is_left_alone(make_ctx):
+    """Two schedulers starting at once both find the config's feeds missing; the second
+    insert must not fail the run (PostgreSQL raised a unique violation here)."""
+    from kpdigest.db import utcnow
+    from pipeline.feeds import register_feeds
+
+    ctx = make_ctx()
+    row = dict(name="KP", url="https://kp.example.com/feed.xml", topics=["kp"], enabled=True,
+               created_at=utcnow())
+    with ctx.engine.begin() as conn:
+        register_feeds(conn, [row])
+    with ctx.engine.begin() as conn:  # the other scheduler, with its stale list of feeds
+        register_feeds(conn, [{**row, "name": "KP again"}])
+    with ctx.engine.connect() as conn:
+        names = conn.execute(select(feeds_table.c.name)
+                             .where(feeds_table.c.url == row["url"])).scalars().all()
+    assert names == ["KP"]
