@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -87,7 +87,7 @@ def store_articles(conn: Connection, records: list[dict[str, Any]], feed_id: int
     """
     rows = _fresh_rows(conn, records, feed_id, origin, now)
     new_ids = sorted(aid for aid, _ in _insert_ignoring_duplicates(conn, rows))
-    _mark_ungrouped(conn, new_ids)
+    _list_ungrouped(conn, new_ids)
     return len(records) - len(new_ids), new_ids
 
 
@@ -104,32 +104,36 @@ def store_feed_articles(conn: Connection, records: list[dict[str, Any]], feed_id
         unique = list({r["identity"]: r for r in reversed(records)}.values())[::-1]  # first one wins
         if not unique:
             return len(records), 0
-        # The transaction began IMMEDIATE: it alone writes, so the next ids are known and
-        # each row goes in as its own story (no second write of its page), listed below.
-        first = int(conn.exec_driver_sql("SELECT coalesce(max(id), 0) + 1 FROM articles").scalar_one())
-        ids = list(range(first, first + len(unique)))
+        ids = _new_ids(conn, len(unique))
         new = _sqlite_insert_many(conn, unique, {"feed_id": feed_id, "origin": "feed", "created_at": now},
                                   {"id": ids, "story_id": ids})
         if new:  # the ids a duplicate did not take
             conn.execute(articles_ungrouped.insert().from_select(
-                ["article_id"], select(articles.c.id).where(articles.c.id.between(first, ids[-1]))))
+                ["article_id"], select(articles.c.id).where(articles.c.id.between(ids[0], ids[-1]))))
     else:
         rows = _fresh_rows(conn, records, feed_id, "feed", now)
         ids = [aid for aid, _ in _insert_ignoring_duplicates(conn, rows)]
-        _mark_ungrouped(conn, ids)
+        _list_ungrouped(conn, ids)
         new = len(ids)
     return len(records) - new, new
 
 
-def _mark_ungrouped(conn: Connection, ids: list[int]) -> None:
-    """New articles `ids` become stories of their own, listed for grouping."""
-    if not ids:
-        return
-    conn.execute(articles_ungrouped.insert(), [{"article_id": i} for i in ids])
-    own = (update(articles).where(articles.c.id.in_(bindparam("ids", expanding=True)))
-           .values(story_id=articles.c.id))
-    for lo in range(0, len(ids), 900):  # within SQLite's oldest limit on bound parameters
-        conn.execute(own, {"ids": ids[lo:lo + 900]})
+def _new_ids(conn: Connection, n: int) -> list[int]:
+    """Ids for `n` new articles, taken before inserting them, so that each row goes in as its
+    own story (story_id = id) in one write. SQLite: the transaction began IMMEDIATE, so it
+    alone writes and the next ids are known; PostgreSQL: from the id sequence. A duplicate
+    that is not inserted leaves its id unused."""
+    if conn.dialect.name == "postgresql":
+        return list(conn.execute(text("SELECT nextval(pg_get_serial_sequence('articles', 'id')) "
+                                      "FROM generate_series(1, :n)"), {"n": n}).scalars())
+    first = int(conn.exec_driver_sql("SELECT coalesce(max(id), 0) + 1 FROM articles").scalar_one())
+    return list(range(first, first + n))
+
+
+def _list_ungrouped(conn: Connection, ids: list[int]) -> None:
+    """New articles `ids`, listed for grouping."""
+    if ids:
+        conn.execute(articles_ungrouped.insert(), [{"article_id": i} for i in ids])
 
 
 def _rows(records: list[dict[str, Any]], feed_id: int | None, origin: str,
@@ -188,14 +192,18 @@ def _sqlite_insert(dialect: Any, keys: tuple[str, ...]) -> tuple[str, tuple[str,
 
 def _fresh_rows(conn: Connection, records: list[dict[str, Any]], feed_id: int | None, origin: str,
                 now: datetime | None) -> list[dict[str, Any]]:
-    """Rows for the records whose identity is not stored yet (first occurrence wins)."""
+    """Rows for the records whose identity is not stored yet (first occurrence wins), each
+    with the id it will take."""
     if not records:
         return []
     unique = {r["identity"]: r for r in reversed(records)}
     existing = set(conn.execute(select(articles.c.identity)
                                 .where(articles.c.identity.in_(list(unique)))).scalars())
-    fresh = [r for ident, r in reversed(unique.items()) if ident not in existing]
-    return _rows(fresh, feed_id, origin, now or utcnow())
+    fresh = _rows([r for ident, r in reversed(unique.items()) if ident not in existing], feed_id, origin,
+                  now or utcnow())
+    for row, new_id in zip(fresh, _new_ids(conn, len(fresh)), strict=True):
+        row["id"] = row["story_id"] = new_id  # its own story until grouped
+    return fresh
 
 
 def _insert_ignoring_duplicates(conn: Connection, rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
