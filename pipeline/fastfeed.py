@@ -16,7 +16,8 @@ import contextlib
 import re
 from typing import Any
 
-from feedparser.datetimes import _parse_date
+from feedparser.datetimes import _parse_date as _feedparser_date
+from feedparser.datetimes.rfc822 import _parse_date_rfc822
 from feedparser.encodings import convert_to_utf8
 from feedparser.mixin import _cp1252, _FeedParserMixin
 from feedparser.urls import _urljoin
@@ -100,13 +101,33 @@ def _text(el: Any) -> str:
 
 
 def _uri(value: str) -> str:
-    """feedparser resolves URI elements against an empty base: that only tidies slashes."""
+    """feedparser resolves URI elements against an empty base: that only drops extra slashes
+    after the first "scheme://", so a URI without them is returned as it is."""
+    start = value.find("://")
+    if start == -1 or value[start + 3:start + 4] != "/":
+        return value
     return _urljoin("", value)
 
 
 def _link_text(el: Any) -> str:
-    value = _uri(_text(el)).replace("&amp;", "&")
-    return _ENTITY_RE.sub(r"&\g<1>", value)
+    value = _uri(_text(el))
+    if "&" not in value:
+        return value
+    return _ENTITY_RE.sub(r"&\g<1>", value.replace("&amp;", "&"))
+
+
+_RFC822_DAY = re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), ")
+
+
+def _parse_date(value: str) -> Any:
+    """feedparser's date parser. It tries its W3C-DTF parser before RFC 822, which cannot read
+    a date that starts with a day name ("Fri, 27 Nov 2026 ..."): those go to RFC 822 first."""
+    if _RFC822_DAY.match(value):
+        with contextlib.suppress(KeyError, OverflowError, ValueError, AttributeError):
+            parsed = _parse_date_rfc822(value)
+            if parsed and len(parsed) == 9:
+                return parsed
+    return _feedparser_date(value)
 
 
 def _once(seen: set[str], tag: str) -> None:
@@ -154,7 +175,7 @@ def _rss_item(item: Any) -> dict[str, Any]:
     guid_is_link = False
     for el in item:
         tag = el.tag
-        if tag in IGNORED_ITEM or _inert_in_item(el):
+        if tag in IGNORED_ITEM or (isinstance(tag, str) and tag[:1] == "{" and _inert_in_item(el)):
             continue
         if tag not in ("category", "enclosure", MEDIA + "content", MEDIA + "thumbnail"):
             _once(seen, "author" if tag == DC + "creator" else tag)  # one author, either way

@@ -90,10 +90,28 @@ def is_harmless(warning: str | None) -> bool:
 
 
 def _link(value: Any, base: str) -> str | None:
+    """An absolute http(s) URL for a feed's link value (resolved against `base`), or None."""
     if not value or not isinstance(value, str):
         return None
-    full = urljoin(base, value.strip())
-    return clean_url(full) if full.startswith(("http://", "https://")) else None
+    value = value.strip()
+    if not _plainly_absolute(value):
+        try:
+            value = urljoin(base, value)
+        except ValueError:  # "http://[bad": no link rather than no feed
+            return None
+    if not value.startswith(("http://", "https://")):
+        return None
+    try:
+        return clean_url(value)
+    except ValueError:
+        return None
+
+
+def _plainly_absolute(url: str) -> bool:
+    """Whether urljoin would give `url` back up to what `clean_url` normalises anyway: http(s)
+    with a host, and no ";" (urljoin drops an empty ";params")."""
+    host_at = 7 if url.startswith("http://") else 8 if url.startswith("https://") else 0
+    return bool(host_at) and url[host_at:host_at + 1] not in ("", "/", "?", "#") and ";" not in url
 
 
 def _date(raw: Any, now: datetime) -> datetime | None:

@@ -139,3 +139,25 @@ def test_parse_feed_takes_the_fast_path_unless_configured_off(monkeypatch):
     assert calls == [1]
     assert fast.entries == slow.entries and fast.title == slow.title == "Bumps & Balms"
     assert "script" not in fast.entries[0]["summary_html"] and "t.gif" not in fast.entries[0]["summary_html"]
+
+
+@pytest.mark.parametrize("value", [
+    "Tue, 17 Nov 2026 08:00:00 GMT", "Fri, 27 Nov 2026 14:46:42 -0000", "Sat, 1 Feb 26 23:59:59 +0130",
+    "Sun, 31 Feb 2026 10:00:00 GMT", "Mon, 02 Mar 2026 25:00:00 EST", "Thu, 05 Oct 2026 10:00 PDT",
+    "Wed, Nov 18 2026 10:00:00 +05:30", "Fri, 27 Nov 2026", "Fri, garbage",
+    "Fri, 27 Nov 2026 10:00:00 Etc/GMT",
+    "2026-11-18T10:00:00Z", "Friday, 27-Nov-26 10:00:00 GMT", "Tue, 30 Dec 9999 23:59:59 -1200",
+])
+def test_dates_read_as_feedparser_reads_them(value):
+    from feedparser.datetimes import _parse_date as feedparser_date
+
+    from pipeline.fastfeed import _parse_date
+    assert _parse_date(value) == feedparser_date(value)
+
+
+def test_an_entry_with_a_link_urllib_cannot_parse_keeps_the_feed():
+    body = rss(ITEM.replace("https://bumps.example.com/urea?utm_source=rss", "http://[bad/x")
+               + ITEM.replace("/p/1", "/p/2"))
+    parsed = parse_feed(body, RSS_HEADERS, BASE, load_config(), "Source", NOW, 7)
+    # The first keeps its guid, a permalink, as its link.
+    assert [e["link"] for e in parsed.entries] == ["https://bumps.example.com/p/1", "https://bumps.example.com/urea"]

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from kpdigest.models import articles
 from pipeline.collect import collect
 from pipeline.issues import preview_next
-from pipeline.sanitize import excerpt, html_to_text, sanitize_html
+from pipeline.sanitize import _clean_per_fragment, _without_pixels, excerpt, html_to_text, sanitize_html
 
 HOSTILE = (
     '<p onclick="steal()">Urea softens <b onmouseover="x()">KP</b> bumps.'
@@ -44,6 +44,27 @@ def test_allowlist_sanitiser_keeps_content_and_drops_everything_active():
     assert '<img src="https://blog.example.com/img/arms.jpg" width="600" alt="arms">' in out
     assert "styled" in out and "Urea softens <b>KP</b> bumps." in out
     assert 'rel="noopener noreferrer nofollow"' in out and "target" not in out
+
+
+RELATIVE = ["/more/1", "../up.png", "./a/../b?c=d#e", "?q=1", "#frag", "", ".", "..", "a;b", "x/y;z",
+            "//cdn.example.net/x.png", "//Host.Example/x", "%2e%2e/x", "a b/c", "caf\u00e9", "x\\y",
+            "?u=http://x", "/p'q", "/.well-known/x", "a//b", "x\ty"]
+BASES = ["https://blog.example.com/posts/1", "http://blog.example.com/", "https://blog.example.com/a;b/c?d=e",
+         "https://Blog.Example.com/x", "https://blog.example.com:8443/x", "https://blog.example.com",
+         "https://blog.example.com/a b/", "https://blog.example.com/a//b/c", "ftp://files.example.com/",
+         "https://[bad", "", None]
+
+
+def test_the_shared_cleaner_resolves_relative_urls_as_nh3_does_for_each_base():
+    # The cleaner built once resolves plain relative URLs in Python and leaves the rest to a
+    # cleaner built for the fragment's base: either way the result is nh3's own.
+    for base in BASES:
+        for url in RELATIVE:
+            fragment = f'<p><a href="{url}">l</a><img src="{url}" alt="i"></p>'
+            assert sanitize_html(fragment, base) == _without_pixels(_clean_per_fragment(fragment, base)), \
+                (base, url)
+    out = sanitize_html('<a href="/x">a</a><a href="a b">b</a>', "https://blog.example.com/p/1")
+    assert out.count("https://blog.example.com/") == 2 and "a%20b" in out
 
 
 def test_text_and_excerpt_drop_script_content():
