@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import bindparam, exists, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -264,7 +264,7 @@ class Run:
         """Parse in the process pool when there is one: feedparser is pure Python, and
         threads alone would keep a 200-feed run on one core."""
         base_url = result.final_url or feed.url
-        known = known_identities(self.ctx, feed.id)
+        known = known_identities(self.ctx, feed.id) if feed.has_articles else frozenset()
         if self.parsers is not None:
             try:
                 return self.parsers.submit(parse_in_worker, result.body, result.headers, base_url,
@@ -435,8 +435,10 @@ def _record_failure(run: Run, feed: Any, outcome: FeedOutcome, exc: FetchError) 
 
 
 def due_feeds(conn: Connection, now: datetime, force: bool = False) -> tuple[list[Any], list[Any]]:
-    """(feeds to fetch now, feeds still backing off after failures)."""
-    rows = conn.execute(select(feeds).where(feeds.c.enabled, ~feeds.c.paused)
+    """(feeds to fetch now, feeds still backing off after failures). Each row says whether the
+    feed has stored articles: a new feed's parser has no identities to look up."""
+    stored = exists().where(articles.c.feed_id == feeds.c.id).label("has_articles")
+    rows = conn.execute(select(feeds, stored).where(feeds.c.enabled, ~feeds.c.paused)
                         .order_by(feeds.c.id)).all()
     if force:
         return rows, []

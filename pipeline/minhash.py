@@ -130,13 +130,22 @@ def signature(text: str) -> np.ndarray | None:
     """MinHash hash values of `text` (uint32, datasketch's `MinHash(num_perm=256, seed=1,
     scheme="affine32").update_batch` value for value), or None when it is too short to compare
     safely."""
-    hv = _hashes(text)
-    if hv is None:
-        return None
+    return signatures([text])[0]
+
+
+def signatures(texts: list[str]) -> list[np.ndarray | None]:
+    """`signature` of each text: the words of all of them first, then the arithmetic."""
+    features = [_hashes(text) for text in texts]
     a, b = _affine()
-    values = np.multiply.outer(hv, a)
-    values += b
-    return values.min(axis=0)  # type: ignore[no-any-return]
+    out: list[np.ndarray | None] = []
+    for hv in features:
+        if hv is None:
+            out.append(None)
+            continue
+        values = np.multiply.outer(hv, a)
+        values += b
+        out.append(values.min(axis=0))
+    return out
 
 
 def encode(values: np.ndarray | None) -> str | None:

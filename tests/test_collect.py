@@ -113,9 +113,9 @@ def test_a_changed_feed_rebuilds_only_its_new_entries(make_ctx, feed_server, mon
     assert (first.new, first.outcomes[0].seen) == (5, 0)
 
     built = []
-    real = parse.entry_record
-    monkeypatch.setattr(parse, "entry_record",
-                        lambda raw, *a, **k: built.append(raw["title"]) or real(raw, *a, **k))
+    real = parse.entry_records
+    monkeypatch.setattr(parse, "entry_records",
+                        lambda raws, *a, **k: built.extend(r["title"] for r in raws) or real(raws, *a, **k))
     items.insert(0, {"title": "KP note new", "link": "https://a.example.com/new", "guid": "gnew"})
     feed_server.serve_bytes("/kp.xml", rss("KP", items))  # no ETag: a full 200 again
     second = collect(ctx, force=True)

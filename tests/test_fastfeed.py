@@ -161,3 +161,13 @@ def test_an_entry_with_a_link_urllib_cannot_parse_keeps_the_feed():
     parsed = parse_feed(body, RSS_HEADERS, BASE, load_config(), "Source", NOW, 7)
     # The first keeps its guid, a permalink, as its link.
     assert [e["link"] for e in parsed.entries] == ["https://bumps.example.com/p/1", "https://bumps.example.com/urea"]
+
+
+def test_entries_with_neither_title_nor_link_are_left_out_and_a_link_stands_in_for_a_title():
+    items = ("<item><description>nothing to name it by</description></item>"
+             "<item><link>https://bumps.example.com/untitled</link><description>d</description></item>"
+             "<item><title>Titled</title><description>d</description></item>")
+    parsed = parse_feed(rss(items), RSS_HEADERS, BASE, load_config(), "Source", NOW, 7)
+    assert [(e["title"], e["link"]) for e in parsed.entries] == [
+        ("https://bumps.example.com/untitled", "https://bumps.example.com/untitled"), ("Titled", None)]
+    assert parsed.raw_entries == 3
