@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from datetime import datetime, timedelta
 from typing import Any
 
 from feedparser.datetimes import _parse_date as _feedparser_date
@@ -117,11 +118,24 @@ def _link_text(el: Any) -> str:
 
 
 _RFC822_DAY = re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), ")
+# The form nearly every RSS feed writes ("Fri, 27 Nov 2026 14:46:42 +0000"), read here with
+# feedparser's arithmetic; anything else goes to feedparser.
+_RFC822 = re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d\d) ([A-Z][a-z]{2}) (\d{4}) (\d\d):(\d\d):(\d\d) "
+                     r"(?:GMT|([+-])(\d\d)(\d\d))\Z")
+_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+                                       "Nov", "Dec"), 1)}
 
 
 def _parse_date(value: str) -> Any:
     """feedparser's date parser. It tries its W3C-DTF parser before RFC 822, which cannot read
     a date that starts with a day name ("Fri, 27 Nov 2026 ..."): those go to RFC 822 first."""
+    plain = _RFC822.match(value)
+    if plain and plain.group(2) in _MONTHS:
+        day, month, year, hour, minute, second, sign, tz_hours, tz_minutes = plain.groups()
+        offset = 0 if sign is None else (int(tz_hours) * 60 + int(tz_minutes)) * (-1 if sign == "-" else 1)
+        with contextlib.suppress(ValueError, OverflowError):  # 31 Feb: feedparser's other readers
+            stamp = datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second))
+            return (stamp - timedelta(minutes=offset)).utctimetuple()
     if _RFC822_DAY.match(value):
         with contextlib.suppress(KeyError, OverflowError, ValueError, AttributeError):
             parsed = _parse_date_rfc822(value)

@@ -26,8 +26,20 @@ def clean_url(url: str) -> str:
     if "?" not in url and "#" not in url:
         return urlunsplit(urlsplit(url))  # nothing to strip: only normalise, as below
     parts = urlsplit(url)
+    if _only_tracking(parts.query):  # "?utm_source=rss", as feeds write it: nothing to re-encode
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if _keep_param(k)]
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+
+
+def _only_tracking(query: str) -> bool:
+    """Whether every parameter of `query` is a tracking one, as its names stand (a name with
+    an escape is left to parse_qsl)."""
+    for pair in query.split("&"):
+        name = pair.partition("=")[0]
+        if pair and (not name or "%" in name or "+" in name or _keep_param(name)):
+            return False
+    return True
 
 
 def canonical_url(url: str) -> str:

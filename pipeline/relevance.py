@@ -57,12 +57,17 @@ def _literal_hits(lowered: str, ordered: tuple[str, ...]) -> list[str]:
     return hits
 
 
+@lru_cache(maxsize=64)
+def _all_ascii(keywords: tuple[str, ...]) -> bool:
+    return all(k.isascii() for k in keywords)
+
+
 def _hits(text: str, lowered: str | None, keywords: tuple[str, ...]) -> list[str]:
     """Keyword hits, lower-cased. ASCII text and keywords are lower-cased once and matched
     case-sensitively (3-4x faster than IGNORECASE, same hits), as literal searches when the
     keywords allow it; anything else keeps the IGNORECASE pattern, whose Unicode case
     folding differs from str.lower()."""
-    if lowered is not None and all(k.isascii() for k in keywords):
+    if lowered is not None and _all_ascii(keywords):
         ordered = _literal_order(keywords)
         if ordered is not None:
             return _literal_hits(lowered, ordered)

@@ -147,6 +147,9 @@ def test_parse_feed_takes_the_fast_path_unless_configured_off(monkeypatch):
     "Wed, Nov 18 2026 10:00:00 +05:30", "Fri, 27 Nov 2026", "Fri, garbage",
     "Fri, 27 Nov 2026 10:00:00 Etc/GMT",
     "2026-11-18T10:00:00Z", "Friday, 27-Nov-26 10:00:00 GMT", "Tue, 30 Dec 9999 23:59:59 -1200",
+    "Fri, 31 Dec 9999 23:59:59 -0100", "Mon, 01 Jan 0001 00:30:00 +0100", "Tue, 17 Nov 2026 08:00:00 +0530",
+    "Tue, 17 Nov 2026 08:00:00 -0945", "Tue, 17 Nov 2026 08:00:60 GMT", "Tue, 17 Xyz 2026 08:00:00 GMT",
+    "Tue, 17 Nov 2026 08:00:00 +9999", "Tue, 00 Nov 2026 08:00:00 GMT",
 ])
 def test_dates_read_as_feedparser_reads_them(value):
     from feedparser.datetimes import _parse_date as feedparser_date

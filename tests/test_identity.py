@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from kpdigest.models import articles
@@ -22,6 +23,19 @@ def test_canonical_url_normalises_scheme_host_port_order_tracking_and_fragment()
 def test_clean_url_keeps_the_published_link_minus_tracking():
     assert clean_url("https://Blog.example.com/a?id=3&utm_medium=feed&utm_campaign=w#c") \
         == "https://Blog.example.com/a?id=3"
+
+
+@pytest.mark.parametrize("query", ["", "utm_source=rss", "utm_source=rss&utm_medium=feed", "a=1&utm_source=x",
+                                   "UTM_Source=x", "utm%5Fsource=x", "=x", "utm_source", "&&utm_source=x&",
+                                   "fbclid=1&ref=2", "utm+x=1", "q=a+b&utm_source=x", "x"])
+def test_clean_url_drops_tracking_queries_as_parse_qsl_would(query):
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    from pipeline.identity import _keep_param
+    url = f"https://Site.example.com/a/b?{query}#frag"
+    parts = urlsplit(url)
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if _keep_param(k)]
+    assert clean_url(url) == urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), ""))
 
 
 def test_identity_prefers_guid_then_link_then_content():
