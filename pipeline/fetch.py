@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -49,9 +50,30 @@ class FetchGone(FetchError):
         super().__init__("HTTP 410 Gone: feed disabled")
 
 
+class RunSession(requests.Session):
+    """A session for one run. What the environment says about a host (proxies, no_proxy, the
+    CA bundle) is looked up once per host and run rather than on every request: requests
+    reads and lower-cases the whole environment each time, a third of a millisecond."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment: dict[tuple[str, str, Any], dict[str, Any]] = {}
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
+                                   cert: Any) -> dict[str, Any]:
+        if proxies or verify is not None or cert is not None:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc, stream)
+        if key not in self._environment:
+            self._environment[key] = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        settings = self._environment[key]
+        return {**settings, "proxies": dict(settings["proxies"])}
+
+
 def make_session(cfg: Config) -> requests.Session:
     """One session per run: connection reuse and one User-Agent for every request."""
-    session = requests.Session()
+    session = RunSession()
     session.headers["User-Agent"] = cfg.collect.user_agent
     session.headers["Accept"] = ACCEPT
     session.headers["Accept-Encoding"] = "gzip, deflate"

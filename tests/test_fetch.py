@@ -224,3 +224,45 @@ def test_wrong_declared_encodings_still_read_the_text(make_ctx, feed_server):
                               .join(feeds, feeds.c.id == articles.c.feed_id).order_by(feeds.c.id)).all()
     assert [t for t, _ in titles] == [title, title]
     assert titles[0][1].startswith("CharacterEncodingOverride")
+
+
+def test_proxies_from_the_environment_are_used_and_no_proxy_is_honoured(monkeypatch, feed_server):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from kpdigest.config import load_config
+    from pipeline.fetch import fetch, make_session
+
+    seen = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)  # a proxy is asked for the absolute URL
+            body = rss("Via proxy", KP_ITEMS[:1])
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        feed_server.serve_bytes("/direct.xml", rss("Direct", KP_ITEMS[:1]))
+        url = f"{feed_server.base}/direct.xml"
+        for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        cfg = load_config()
+        with make_session(cfg) as session:  # the environment is read once per host and run
+            bodies = [fetch(session, url, cfg).body for _ in range(2)]
+        assert seen == [url, url] and all(b"Via proxy" in b for b in bodies)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        with make_session(cfg) as session:
+            assert b"Direct" in fetch(session, url, cfg).body
+        assert len(seen) == 2
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
