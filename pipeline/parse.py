@@ -87,16 +87,10 @@ def _link(value: Any, base: str) -> str | None:
     if not value or not isinstance(value, str):
         return None
     value = value.strip()
-    if not _plainly_absolute(value):
-        try:
-            value = urljoin(base, value)
-        except ValueError:  # "http://[bad": no link rather than no feed
-            return None
-    if not value.startswith(("http://", "https://")):
-        return None
     try:
-        return clean_url(value)
-    except ValueError:
+        full = value if _plainly_absolute(value) else urljoin(base, value)
+        return clean_url(full) if full.startswith(("http://", "https://")) else None
+    except ValueError:  # "http://[bad": no link rather than no feed
         return None
 
 

@@ -43,8 +43,7 @@ def _plain(url: str) -> bool:
 
 
 def _plain_base(base: str) -> bool:
-    return (_PLAIN_BASE.match(base) is not None and "//" not in base[8:]
-            and "%2e" not in base.lower())
+    return _PLAIN_BASE.match(base) is not None and _plain(base[8:])  # past "https://"
 
 
 class _Job(threading.local):
