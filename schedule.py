@@ -5,7 +5,7 @@
 
 Jobs live in APScheduler's SQLAlchemy job store on the project database, so a restart
 knows which fire time it missed: within the grace window the job runs late, past it the
-run is recorded as `skipped` ("missed: ..."). The job bodies are in pipeline/jobs.py.
+run is recorded as `skipped` ("missed: ..."). The job bodies are in pipeline/jobs/registry.py.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.exc import DBAPIError
 
-from kpdigest.config import Config
-from kpdigest.context import Context
-from kpdigest.errors import KpdigestError
-from pipeline import jobs
+from core.config import Config
+from core.context import Context
+from core.errors import KpdigestError
+from pipeline.jobs import registry as jobs
 
 log = logging.getLogger("kpdigest.schedule")
-JOB_FUNC = "pipeline.jobs:scheduled"
+JOB_FUNC = "pipeline.jobs.registry:scheduled"
 
 
 def grace_seconds(cfg: Config, job: str) -> int:

@@ -26,10 +26,10 @@ from typing import Any
 
 from sqlalchemy import func, insert, select
 
-from kpdigest.config import PROJECT_ROOT, load_config
-from kpdigest.context import Context
-from kpdigest.db import migrate, utcnow
-from kpdigest.models import articles, feeds
+from core.config import PROJECT_ROOT, load_config
+from core.context import Context
+from core.db import migrate, utcnow
+from core.models import articles, feeds
 
 TOPIC_WORDS = ["keratosis", "pilaris", "urea", "lactic", "acid", "bumps", "arms", "thighs", "skin",
                "barrier", "moisturiser", "routine", "serum", "exfoliation", "gentle", "shower", "winter",
@@ -111,7 +111,7 @@ OVERRIDES: dict[str, Any] = {}
 
 
 def run(n_feeds: int, n_entries: int, delay: float, servers: int = 25) -> dict[str, float]:
-    from pipeline.collect import collect
+    from pipeline.collect.run import collect
 
     rng = random.Random(7)
     vocab = vocabulary(rng)

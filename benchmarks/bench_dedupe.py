@@ -28,12 +28,12 @@ from sqlalchemy import insert, text
 
 from benchmarks.bench_collect import article_text, vocabulary
 from benchmarks.bench_import import _pg_scratch
-from kpdigest.config import DEFAULT_CONFIG, load_config
-from kpdigest.context import Context
-from kpdigest.db import make_engine, migrate, utcnow
-from kpdigest.models import articles, articles_ungrouped
-from pipeline import minhash
-from pipeline.dedupe import assign_stories, encode, group_pending, signature
+from core.config import DEFAULT_CONFIG, load_config
+from core.context import Context
+from core.db import make_engine, migrate, utcnow
+from core.models import articles, articles_ungrouped
+from pipeline.collect.dedupe import assign_stories, encode, group_pending, signature
+from pipeline.collect import minhash
 
 
 def reword(rng: random.Random, text: str, vocab: list[str], share: float = 0.2) -> str:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from kpdigest.config import DEFAULT_CONFIG, load_config
-from kpdigest.context import Context
-from kpdigest.db import make_engine, migrate
+from core.config import DEFAULT_CONFIG, load_config
+from core.context import Context
+from core.db import make_engine, migrate
 from subscribers.csvio import import_csv
 from subscribers.store import ensure_default_list
 

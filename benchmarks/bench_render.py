@@ -19,8 +19,8 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from typing import Any
 
-from pipeline.message import Recipient, address
-from pipeline.render import environment, inline_css
+from pipeline.compose.message import Recipient, address
+from pipeline.compose.render import environment, inline_css
 from subscribers.tokens import link
 from tests.golden import fixed_issue
 
@@ -43,7 +43,7 @@ def _rate(fn: Callable[[Recipient], Any], people: list[Recipient]) -> tuple[floa
 
 def _naive(cfg: Any, items: list[dict[str, Any]]) -> Callable[[Recipient], bytes]:
     """What the design avoids: render, inline and build a message for every recipient."""
-    from pipeline.render import _context, article_view
+    from pipeline.compose.render import _context, article_view
 
     env = environment(cfg)
     views = [article_view(a, cfg, fixed_issue.KEY) for a in items]

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kpdigest.config import PROJECT_ROOT
+from core.config import PROJECT_ROOT
 
 SECRETS = {"KPDIGEST_POSTMARK_TOKEN": "bench", "KPDIGEST_MAILGUN_API_KEY": "bench",
            "KPDIGEST_SECRET_KEY": "bench-secret"}
@@ -60,8 +60,8 @@ def seed(config: Path, n: int) -> None:
     """`n` subscribers generated inside the database (one INSERT ... SELECT each table)."""
     from sqlalchemy import text
 
-    from kpdigest.context import Context
-    from kpdigest.db import migrate
+    from core.context import Context
+    from core.db import migrate
     from subscribers.store import ensure_default_list
 
     ctx = Context.load(str(config))
@@ -83,9 +83,9 @@ def seed(config: Path, n: int) -> None:
 
 
 def freeze(config: Path) -> int:
-    from kpdigest.context import Context
-    from pipeline.personalize import new_key
-    from pipeline.render import render_issue
+    from core.context import Context
+    from pipeline.compose.personalize import new_key
+    from pipeline.compose.render import render_issue
     from tests.fakes.issue import make_issue
 
     ctx = Context.load(str(config))
@@ -147,8 +147,8 @@ def _watch_backends(engine: Any) -> dict[int, float]:
 
 
 def child(config: str, number: int) -> None:
-    from kpdigest.context import Context
-    from pipeline.send import send_issue
+    from core.context import Context
+    from pipeline.deliver.engine import send_issue
 
     ctx = Context.load(config)
     backends = _watch_backends(ctx.engine)
@@ -198,7 +198,7 @@ def database_urls(dbs: list[str], folder: Path) -> list[tuple[str, str, str | No
 def _pg_schema(url: str, schema: str, create: bool) -> None:
     from sqlalchemy import text
 
-    from kpdigest.db import make_engine
+    from core.db import make_engine
 
     base = os.environ.get("KPDIGEST_BENCH_DATABASE_URL") or os.environ["KPDIGEST_TEST_DATABASE_URL"]
     engine = make_engine(base)
@@ -211,9 +211,9 @@ def naive(n: int, latency: float) -> float:
     """Render + premailer + one request per recipient: the loop we avoid."""
     import requests
 
-    from kpdigest.config import load_config
-    from pipeline.personalize import new_key
-    from pipeline.render import render_issue
+    from core.config import load_config
+    from pipeline.compose.personalize import new_key
+    from pipeline.compose.render import render_issue
 
     cfg = load_config()
     fake = Fake("postmark", latency)

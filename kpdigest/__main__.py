@@ -1,5 +1,5 @@
 """`python -m kpdigest` is the `kpdigest` command."""
 
-from kpdigest.cli import main
+from kpdigest.main import main
 
 main()

@@ -1,9 +1,9 @@
-"""Alembic environment: uses the connection kpdigest.db.migrate hands in, or the URL."""
+"""Alembic environment: uses the connection core.db.migrate hands in, or the URL."""
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from kpdigest.models import metadata
+from core.models import metadata
 
 config = context.config
 target_metadata = metadata

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
-from kpdigest.errors import InvalidInput
+from core.errors import InvalidInput
 
 
 def normalize_email(raw: str) -> str:

@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
-from kpdigest.context import Context
-from kpdigest.db import utcnow
-from kpdigest.errors import InvalidInput, NotFound
-from kpdigest.models import deliveries, events, issues, lists, subscribers, subscriptions, suppressions
+from core.context import Context
+from core.db import utcnow
+from core.errors import InvalidInput, NotFound
+from core.models import deliveries, events, issues, lists, subscribers, subscriptions, suppressions
 from subscribers.addresses import normalize_email
 from subscribers.store import DEFAULT_LIST, is_suppressed, log_event
 

@@ -23,10 +23,10 @@ from typing import IO, Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from kpdigest.context import Context
-from kpdigest.db import utcnow
-from kpdigest.errors import InvalidInput
-from kpdigest.models import lists, subscribers
+from core.context import Context
+from core.db import utcnow
+from core.errors import InvalidInput
+from core.models import lists, subscribers
 from subscribers.addresses import normalize_fast
 from subscribers.store import DEFAULT_LIST, iter_subscribers
 

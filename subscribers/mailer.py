@@ -9,9 +9,9 @@ from email.utils import formataddr, formatdate
 
 from sqlalchemy import select
 
-from kpdigest.context import Context
-from kpdigest.errors import NotFound
-from kpdigest.models import subscribers
+from core.context import Context
+from core.errors import NotFound
+from core.models import subscribers
 from subscribers.tokens import link
 
 SUBJECTS = {
@@ -38,8 +38,8 @@ def build_message(ctx: Context, to: str, subject: str, body: str) -> EmailMessag
 
 def send_link(ctx: Context, subscriber_id: int, purpose: str) -> str:
     """Mail the subscriber a signed link for `purpose`; returns the transport's message id."""
-    from pipeline.render import environment, oneline, render_confirm
-    from pipeline.transports import get_transport
+    from pipeline.compose.render import environment, oneline, render_confirm
+    from pipeline.deliver.transports import get_transport
 
     with ctx.engine.connect() as conn:
         sub = conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, exists, func, select
 
-from kpdigest.context import Context
-from kpdigest.db import utcnow
-from kpdigest.models import subscribers, subscriptions, webhook_events
+from core.context import Context
+from core.db import utcnow
+from core.models import subscribers, subscriptions, webhook_events
 
 if TYPE_CHECKING:
-    from pipeline.jobs import JobResult
+    from pipeline.jobs.registry import JobResult
 
 
 def expire_pending(ctx: Context, now: datetime | None = None) -> int:
@@ -50,7 +50,7 @@ def purge_webhook_events(ctx: Context, now: datetime | None = None) -> int:
 
 def run_maintenance(ctx: Context) -> JobResult:
     """The scheduler's daily job."""
-    from pipeline.jobs import JobResult, purge_runs
+    from pipeline.jobs.registry import JobResult, purge_runs
 
     expired = expire_pending(ctx)
     purged = purge_webhook_events(ctx)

@@ -7,9 +7,9 @@ from datetime import timedelta
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from kpdigest.context import Context
-from kpdigest.db import utcnow
-from kpdigest.models import rate_limits
+from core.context import Context
+from core.db import utcnow
+from core.models import rate_limits
 
 
 def hit(ctx: Context, key: str, limit: int, window_seconds: int = 3600) -> bool:

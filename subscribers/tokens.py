@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from kpdigest.errors import InvalidInput
+from core.errors import InvalidInput
 
 PURPOSES = ("unsubscribe", "preferences", "confirm", "export", "erase", "archive")
 

@@ -26,10 +26,10 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from kpdigest.context import Context
-from kpdigest.db import utcnow
-from kpdigest.errors import InvalidInput, KpdigestError
-from kpdigest.models import subscribers, subscriptions, webhook_events
+from core.context import Context
+from core.db import utcnow
+from core.errors import InvalidInput, KpdigestError
+from core.models import subscribers, subscriptions, webhook_events
 from subscribers.addresses import normalize_email
 from subscribers.ratelimit import hit
 from subscribers.store import log_event, suppress

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from kpdigest.config import PROJECT_ROOT, load_config
-from kpdigest.context import Context
-from kpdigest.db import make_engine, migrate
+from core.config import PROJECT_ROOT, load_config
+from core.context import Context
+from core.db import make_engine, migrate
 
 PG_URL = os.environ.get("KPDIGEST_TEST_DATABASE_URL")
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.queue import add_markdown
-from subscribers.users import add_user
+from core.accounts import add_user
+from pipeline.curate.queue import add_markdown
 from tests.test_web_helpers import PASSWORD, fresh_outbox, link_in, make_app
 
 pytestmark = pytest.mark.browser

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kpdigest.cli import main
-from kpdigest.config import PROJECT_ROOT
-from kpdigest.errors import CheckFailed
-from pipeline.check import check_issue, ensure_sendable, link_problem
-from pipeline.collect import collect
-from pipeline.issues import build_issue
-from pipeline.send import send_issue
+from core.config import PROJECT_ROOT
+from core.errors import CheckFailed
+from kpdigest.main import main
+from pipeline.collect.run import collect
+from pipeline.compose.check import check_issue, ensure_sendable, link_problem
+from pipeline.compose.issues import build_issue
+from pipeline.deliver.engine import send_issue
 from subscribers.store import add_subscriber
 from tests.feedgen import BEAUTY_ITEMS, KP_ITEMS, rss
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from kpdigest.cli import main
+from kpdigest.main import main
 from tests.conftest import write_config
 
 

@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import delete, select, update
 
-from kpdigest.cli import main
-from kpdigest.errors import InvalidInput
-from kpdigest.models import articles
-from kpdigest.models import feeds as feeds_table
-from pipeline.collect import PARSE_PROCESSES_FROM, _process_context, collect
-from pipeline.feeds import add_feed, feed_health
+from core.errors import InvalidInput
+from core.models import articles
+from core.models import feeds as feeds_table
+from kpdigest.main import main
+from pipeline.collect.feeds import add_feed, feed_health
+from pipeline.collect.run import PARSE_PROCESSES_FROM, _process_context, collect
 from tests.feedgen import rss
 
 
@@ -103,7 +103,7 @@ def test_only_the_command_line_may_add_a_local_file_as_feed(make_ctx):
 
 
 def test_a_changed_feed_rebuilds_only_its_new_entries(make_ctx, feed_server, monkeypatch):
-    from pipeline import parse
+    from pipeline.collect import parse
 
     items = [{"title": f"KP note {i}", "link": f"https://a.example.com/{i}", "guid": f"g{i}",
               "description": "<p>Urea for keratosis pilaris.</p>"} for i in range(5)]
@@ -127,8 +127,8 @@ def test_a_feed_that_cannot_be_stored_is_recorded_and_the_others_land(make_ctx, 
     from sqlalchemy import select
     from sqlalchemy.exc import OperationalError
 
-    from kpdigest.models import feeds as feeds_table
-    from pipeline import collect as collect_module
+    from core.models import feeds as feeds_table
+    from pipeline.collect import run as collect_module
 
     for i in range(3):
         feed_server.serve_bytes(f"/f{i}.xml", rss(f"F{i}", [
@@ -156,11 +156,11 @@ def test_a_failing_batch_is_redone_feed_by_feed(make_ctx, monkeypatch):
     from sqlalchemy import insert, select
     from sqlalchemy.exc import OperationalError
 
-    from kpdigest.db import utcnow
-    from kpdigest.models import feeds as feeds_table
-    from pipeline import collect as collect_module
-    from pipeline.fetch import FetchResult
-    from pipeline.parse import parse_feed
+    from core.db import utcnow
+    from core.models import feeds as feeds_table
+    from pipeline.collect import run as collect_module
+    from pipeline.collect.fetch import FetchResult
+    from pipeline.collect.parse import parse_feed
 
     ctx = make_ctx()
     now = utcnow()
@@ -192,10 +192,10 @@ def test_the_sqlite_bulk_insert_stores_what_sqlalchemy_stores(make_ctx):
     processors) against a plain SQLAlchemy insert of the same records: same rows."""
     from sqlalchemy import delete, insert
 
-    from kpdigest.db import utcnow
-    from kpdigest.models import articles
-    from pipeline.collect import _rows, store_feed_articles
-    from pipeline.parse import parse_feed
+    from core.db import utcnow
+    from core.models import articles
+    from pipeline.collect.parse import parse_feed
+    from pipeline.collect.run import _rows, store_feed_articles
 
     ctx = make_ctx()
     if ctx.engine.dialect.name != "sqlite":
@@ -258,16 +258,16 @@ def test_parsers_are_forked_only_while_no_other_thread_runs():
     finally:
         stop.set()
         other.join()
-    code = "from pipeline.collect import _process_context; print(_process_context().get_start_method())"
+    code = "from pipeline.collect.run import _process_context; print(_process_context().get_start_method())"
     alone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert alone.stdout.strip() == "fork", alone.stderr
 
 
 def test_a_bulk_insert_among_stored_duplicates_lists_only_what_it_stored(make_ctx):
-    from kpdigest.db import utcnow
-    from kpdigest.models import articles_ungrouped
-    from pipeline.collect import store_feed_articles
-    from pipeline.parse import parse_feed
+    from core.db import utcnow
+    from core.models import articles_ungrouped
+    from pipeline.collect.parse import parse_feed
+    from pipeline.collect.run import store_feed_articles
 
     ctx = make_ctx()
     now = utcnow()
@@ -289,8 +289,8 @@ def test_a_bulk_insert_among_stored_duplicates_lists_only_what_it_stored(make_ct
 def test_a_config_feed_another_scheduler_registered_meanwhile_is_left_alone(make_ctx):
     """Two schedulers starting at once both find the config's feeds missing; the second
     insert must not fail the run (PostgreSQL raised a unique violation here)."""
-    from kpdigest.db import utcnow
-    from pipeline.feeds import register_feeds
+    from core.db import utcnow
+    from pipeline.collect.feeds import register_feeds
 
     ctx = make_ctx()
     row = dict(name="KP", url="https://kp.example.com/feed.xml", topics=["kp"], enabled=True,

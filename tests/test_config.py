@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kpdigest.config import PROJECT_ROOT, load_config
-from kpdigest.errors import ConfigError
+from core.config import PROJECT_ROOT, load_config
+from core.errors import ConfigError
 from tests.conftest import write_config
 
 

@@ -19,9 +19,9 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
-from kpdigest.models import deliveries
-from pipeline.issues import get_issue
-from pipeline.send import send_issue
+from core.models import deliveries
+from pipeline.compose.issues import get_issue
+from pipeline.deliver.engine import send_issue
 from tests.fakes.config import use_provider
 from tests.fakes.issue import add_subscribers, emails, make_issue
 from tests.fakes.providers import FakeProvider
@@ -77,7 +77,7 @@ def test_sigkill_at_random_moments_then_resume(make_ctx, monkeypatch, tmp_path, 
     config = use_provider(ctx.config.source, kind, fake.base, batch_size=BATCH,
                           max_in_flight=IN_FLIGHT, backoff_seconds=0.05)
     ctx.close()
-    from kpdigest.context import Context
+    from core.context import Context
 
     ctx = Context.load(str(config))
     add_subscribers(ctx, AUDIENCE)

@@ -11,11 +11,10 @@ import numpy as np
 from datasketch import MinHash
 from sqlalchemy import select
 
-from kpdigest.config import PROJECT_ROOT, load_config
-from kpdigest.db import utcnow
-from kpdigest.models import articles
-from pipeline.collect import collect
-from pipeline.dedupe import (
+from core.config import PROJECT_ROOT, load_config
+from core.db import utcnow
+from core.models import articles
+from pipeline.collect.dedupe import (
     Item,
     assign_stories,
     encode,
@@ -25,8 +24,9 @@ from pipeline.dedupe import (
     signature,
     similarity,
 )
-from pipeline.identity import content_hash
-from pipeline.select import select_articles
+from pipeline.collect.identity import content_hash
+from pipeline.collect.run import collect
+from pipeline.curate.select import select_articles
 from tests.feedgen import rss
 
 ORIGINAL = [

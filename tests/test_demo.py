@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kpdigest.config import PROJECT_ROOT
+from core.config import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 

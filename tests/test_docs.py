@@ -10,9 +10,9 @@ import typing
 
 import click
 
-from kpdigest import config as config_module
-from kpdigest.cli import main
-from kpdigest.config import PROJECT_ROOT
+from core import config as config_module
+from core.config import PROJECT_ROOT
+from kpdigest.main import main
 
 README = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
 CONFIG_TEXT = (PROJECT_ROOT / "config.toml").read_text(encoding="utf-8")

@@ -7,11 +7,11 @@ import email.policy
 import re
 from pathlib import Path
 
-from kpdigest.context import Context
-from pipeline.collect import collect
-from pipeline.issues import build_issue, delivery_counts, get_issue
-from pipeline.queue import add_markdown
-from pipeline.send import send_issue
+from core.context import Context
+from pipeline.collect.run import collect
+from pipeline.compose.issues import build_issue, delivery_counts, get_issue
+from pipeline.curate.queue import add_markdown
+from pipeline.deliver.engine import send_issue
 from subscribers.store import add_subscriber
 from subscribers.tokens import read_token
 from tests.feedgen import BEAUTY_ITEMS, KP_ITEMS, rss

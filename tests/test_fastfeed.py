@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 import feedparser
 import pytest
 
-from kpdigest.config import load_config
-from pipeline.fastfeed import fast_parse
-from pipeline.parse import _link, entry_record, parse_feed
-from pipeline.sanitize import html_to_text
+from core.config import load_config
+from pipeline.collect.fastfeed import fast_parse
+from pipeline.collect.parse import _link, entry_record, parse_feed
+from pipeline.collect.sanitize import html_to_text
 from tests.conftest import REQUIRE_TOOLS
 from tests.test_feed_corpus import CORPUS, corpus_files, served_headers
 
@@ -154,7 +154,7 @@ def test_parse_feed_takes_the_fast_path_unless_configured_off(monkeypatch):
 def test_dates_read_as_feedparser_reads_them(value):
     from feedparser.datetimes import _parse_date as feedparser_date
 
-    from pipeline.fastfeed import _parse_date
+    from pipeline.collect.fastfeed import _parse_date
     assert _parse_date(value) == feedparser_date(value)
 
 

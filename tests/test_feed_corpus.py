@@ -13,11 +13,11 @@ import feedparser
 import pytest
 from sqlalchemy import insert, select
 
-from kpdigest.config import PROJECT_ROOT
-from kpdigest.db import utcnow
-from kpdigest.models import feeds
-from pipeline.collect import collect
-from pipeline.sanitize import html_to_text
+from core.config import PROJECT_ROOT
+from core.db import utcnow
+from core.models import feeds
+from pipeline.collect.run import collect
+from pipeline.collect.sanitize import html_to_text
 from tests.conftest import REQUIRE_TOOLS
 
 CORPUS = PROJECT_ROOT.parent / "shared" / "feed-corpus"

@@ -9,9 +9,9 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from kpdigest.db import utcnow
-from kpdigest.models import articles, feeds
-from pipeline.collect import collect
+from core.db import utcnow
+from core.models import articles, feeds
+from pipeline.collect.run import collect
 from tests.feedgen import KP_ITEMS, rss
 
 
@@ -230,8 +230,8 @@ def test_proxies_from_the_environment_are_used_and_no_proxy_is_honoured(monkeypa
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from kpdigest.config import load_config
-    from pipeline.fetch import fetch, make_session
+    from core.config import load_config
+    from pipeline.collect.fetch import fetch, make_session
 
     seen = []
 

@@ -9,9 +9,9 @@ import email.policy
 import lxml.html
 import pytest
 
-from pipeline.message import Recipient
-from pipeline.personalize import token
-from pipeline.sanitize import sanitize_html
+from pipeline.collect.sanitize import sanitize_html
+from pipeline.compose.message import Recipient
+from pipeline.compose.personalize import token
 from tests.golden import fixed_issue
 
 KEY = fixed_issue.KEY

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from kpdigest.models import articles
-from pipeline.collect import collect
-from pipeline.identity import article_identity, canonical_url, clean_url
+from core.models import articles
+from pipeline.collect.identity import article_identity, canonical_url, clean_url
+from pipeline.collect.run import collect
 from tests.feedgen import rss
 
 
@@ -31,7 +31,7 @@ def test_clean_url_keeps_the_published_link_minus_tracking():
 def test_clean_url_drops_tracking_queries_as_parse_qsl_would(query):
     from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-    from pipeline.identity import _keep_param
+    from pipeline.collect.identity import _keep_param
     url = f"https://Site.example.com/a/b?{query}#frag"
     parts = urlsplit(url)
     kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if _keep_param(k)]

@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert, select
 
-from kpdigest.cli import main as cli
-from kpdigest.config import load_config
-from kpdigest.db import utcnow
-from kpdigest.errors import ConfigError
-from kpdigest.models import job_runs
-from pipeline import jobs
+from core.config import load_config
+from core.db import utcnow
+from core.errors import ConfigError
+from core.models import job_runs
+from kpdigest.main import main as cli
+from pipeline.jobs import registry as jobs
 from tests.conftest import write_config
 from tests.feedgen import KP_ITEMS, rss
 
@@ -55,7 +55,7 @@ def test_a_thin_week_is_recorded_as_skipped_with_its_reason(make_ctx, tmp_path):
 
 
 def _period(ctx):
-    from pipeline.issues import period_for
+    from pipeline.compose.issues import period_for
 
     return period_for(utcnow(), ctx.config)
 
@@ -110,8 +110,8 @@ def test_bad_cron_names_the_key(tmp_path, cron):
 
 
 def test_two_weekly_runs_at_once_make_one_issue_and_mail_each_person_once(make_ctx, tmp_path):
-    from pipeline.issues import delivery_counts
-    from pipeline.weekly import run_weekly
+    from pipeline.compose.issues import delivery_counts
+    from pipeline.jobs.weekly import run_weekly
     from subscribers.store import add_subscriber
     from tests.feedgen import BEAUTY_ITEMS
 
@@ -120,7 +120,7 @@ def test_two_weekly_runs_at_once_make_one_issue_and_mail_each_person_once(make_c
     ctx = make_ctx(feeds=[("All", str(feed), ["kp"])])
     for i in range(5):
         add_subscriber(ctx, f"p{i}@example.com")
-    from pipeline.collect import collect
+    from pipeline.collect.run import collect
 
     collect(ctx)
     barrier = threading.Barrier(2)
@@ -153,7 +153,7 @@ def test_once_runs_the_weekly_job_and_records_it(make_ctx, tmp_path):
 
 
 def test_an_issue_failing_its_checks_is_not_sent_and_the_run_says_why(make_ctx, tmp_path):
-    from pipeline.issues import delivery_counts
+    from pipeline.compose.issues import delivery_counts
     from subscribers.store import add_subscriber
     from tests.feedgen import BEAUTY_ITEMS
 
@@ -167,7 +167,7 @@ def test_an_issue_failing_its_checks_is_not_sent_and_the_run_says_why(make_ctx, 
     assert "over the 2000-byte budget" in out.message
     assert _row(ctx, "weekly").message == out.message
     with ctx.engine.connect() as conn:
-        from pipeline.issues import get_issue
+        from pipeline.compose.issues import get_issue
 
         issue = get_issue(conn, 1)
         assert (issue.status, issue.approved_at) == ("frozen", None)  # dispatch will not send it

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from sqlalchemy import func, insert, select
 
-from kpdigest.db import utcnow
-from kpdigest.models import events, job_runs, subscribers, subscriptions, webhook_events
-from pipeline.jobs import RUNS_KEPT_DAYS
+from core.db import utcnow
+from core.models import events, job_runs, subscribers, subscriptions, webhook_events
+from pipeline.jobs.registry import RUNS_KEPT_DAYS
 from subscribers.maintenance import expire_pending, purge_webhook_events, run_maintenance
 from subscribers.store import add_subscriber
 

@@ -12,7 +12,7 @@ from email.utils import parseaddr, parsedate_to_datetime
 
 import pytest
 
-from pipeline.message import Recipient, confirmation_message
+from pipeline.compose.message import Recipient, confirmation_message
 from subscribers.tokens import link, read_token
 from tests.golden import fixed_issue
 

@@ -19,12 +19,12 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from kpdigest.config import PROJECT_ROOT
-from kpdigest.models import deliveries
-from pipeline.issues import get_issue
-from pipeline.send import Linker, load_variants, recipients_for
-from pipeline.transports import get_transport
-from pipeline.transports.base import UnknownOutcome
+from core.config import PROJECT_ROOT
+from core.models import deliveries
+from pipeline.compose.issues import get_issue
+from pipeline.deliver.engine import Linker, load_variants, recipients_for
+from pipeline.deliver.transports import get_transport
+from pipeline.deliver.transports.base import UnknownOutcome
 from tests.conftest import REQUIRE_TOOLS
 from tests.fakes.issue import make_issue
 

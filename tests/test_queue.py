@@ -7,12 +7,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from kpdigest.cli import main
-from kpdigest.errors import StateError, UnsafeURL
-from kpdigest.models import articles, queue_items
-from pipeline import queue as q
-from pipeline.fetch import fetch, make_session
-from pipeline.issues import build_issue
+from core.errors import StateError, UnsafeURL
+from core.models import articles, queue_items
+from kpdigest.main import main
+from pipeline.collect.fetch import fetch, make_session
+from pipeline.compose.issues import build_issue
+from pipeline.curate import queue as q
 
 PAGE = b"""<!doctype html><html lang="en"><head>
 <title>Ignored title tag</title>

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kpdigest.config import Topic
-from pipeline.relevance import score_text
+from core.config import Topic
+from pipeline.collect.relevance import score_text
 
 TOPICS = {
     "kp": Topic(label="KP", keywords=["keratosis pilaris", "KP", "chicken skin", "urea"], weight=2.0),
@@ -39,7 +39,7 @@ def test_literal_search_finds_exactly_what_the_pattern_finds():
     overlapping keywords ("chicken skin care"), repeats, punctuation."""
     import random
 
-    from pipeline.relevance import _literal_hits, _literal_order, _pattern
+    from pipeline.collect.relevance import _literal_hits, _literal_order, _pattern
 
     keywords = ("keratosis pilaris", "kp", "chicken skin", "skin care", "skin", "care", "kp kp", "a",
                 "urea", "ure")

@@ -10,11 +10,11 @@ from pathlib import Path
 import jinja2.exceptions
 import pytest
 
-from kpdigest.config import PROJECT_ROOT
-from pipeline.issues import archive_html
-from pipeline.message import Recipient
-from pipeline.personalize import Personalizer, token
-from pipeline.render import received_bytes, render_issue
+from core.config import PROJECT_ROOT
+from pipeline.compose.issues import archive_html
+from pipeline.compose.message import Recipient
+from pipeline.compose.personalize import Personalizer, token
+from pipeline.compose.render import received_bytes, render_issue
 from tests.golden import fixed_issue
 
 KEY = fixed_issue.KEY

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.render import render_confirm
+from pipeline.compose.render import render_confirm
 from tests.golden import fixed_issue
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -8,13 +8,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from kpdigest.cli import main as cli
-from kpdigest.errors import StateError
-from kpdigest.models import issues
-from pipeline.issues import build_issue, delivery_counts, get_issue
-from pipeline.review import apply_deadlines, approve_issue, dispatch
-from pipeline.send import send_issue
-from pipeline.weekly import run_weekly
+from core.errors import StateError
+from core.models import issues
+from kpdigest.main import main as cli
+from pipeline.compose.issues import build_issue, delivery_counts, get_issue
+from pipeline.curate.review import apply_deadlines, approve_issue, dispatch
+from pipeline.deliver.engine import send_issue
+from pipeline.jobs.weekly import run_weekly
 from subscribers.store import add_subscriber
 from tests.feedgen import BEAUTY_ITEMS, KP_ITEMS, rss
 

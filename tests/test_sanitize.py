@@ -6,10 +6,16 @@ import re
 
 from sqlalchemy import select
 
-from kpdigest.models import articles
-from pipeline.collect import collect
-from pipeline.issues import preview_next
-from pipeline.sanitize import _clean_per_fragment, _without_pixels, excerpt, html_to_text, sanitize_html
+from core.models import articles
+from pipeline.collect.run import collect
+from pipeline.collect.sanitize import (
+    _clean_per_fragment,
+    _without_pixels,
+    excerpt,
+    html_to_text,
+    sanitize_html,
+)
+from pipeline.compose.issues import preview_next
 
 HOSTILE = (
     '<p onclick="steal()">Urea softens <b onmouseover="x()">KP</b> bumps.'

@@ -12,9 +12,9 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 import schedule
-from kpdigest.config import load_config
-from kpdigest.models import job_runs
-from pipeline import jobs
+from core.config import load_config
+from core.models import job_runs
+from pipeline.jobs import registry as jobs
 from tests.conftest import write_config
 from tests.feedgen import KP_ITEMS, rss
 

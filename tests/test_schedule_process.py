@@ -19,10 +19,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, insert, select
 
-from kpdigest.config import PROJECT_ROOT
-from kpdigest.db import utcnow
-from kpdigest.models import deliveries, issues, job_runs, subscribers, subscriptions
-from pipeline.issues import delivery_counts
+from core.config import PROJECT_ROOT
+from core.db import utcnow
+from core.models import deliveries, issues, job_runs, subscribers, subscriptions
+from pipeline.compose.issues import delivery_counts
 from subscribers.store import list_id
 from tests.feedgen import BEAUTY_ITEMS, KP_ITEMS, rss
 

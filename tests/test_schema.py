@@ -1,12 +1,12 @@
-"""The Alembic migrations build exactly the schema kpdigest/models.py describes."""
+"""The Alembic migrations build exactly the schema core/models.py describes."""
 
 from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from kpdigest.db import current_revision, make_engine, migrate
-from kpdigest.models import metadata
+from core.db import current_revision, make_engine, migrate
+from core.models import metadata
 
 OWN_TABLES_OF_OTHERS = {"apscheduler_jobs", "alembic_version"}
 
@@ -35,8 +35,8 @@ def test_articles_a_run_left_ungrouped_are_listed_by_the_upgrade(db_url):
     from alembic import command
     from sqlalchemy import insert, select
 
-    from kpdigest.db import alembic_config, utcnow
-    from kpdigest.models import articles, articles_ungrouped
+    from core.db import alembic_config, utcnow
+    from core.models import articles, articles_ungrouped
 
     engine = make_engine(db_url)
     try:

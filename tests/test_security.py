@@ -6,8 +6,8 @@ import pytest
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import func, select
 
-from kpdigest.models import queue_items, subscribers, subscriptions, users
-from pipeline.queue import add_markdown
+from core.models import queue_items, subscribers, subscriptions, users
+from pipeline.curate.queue import add_markdown
 from subscribers.csvio import import_csv
 from subscribers.store import add_subscriber
 from subscribers.tokens import make_token
@@ -146,7 +146,7 @@ def test_sql_metacharacters_are_plain_text(ctx, client):
 
 
 def test_session_cookie_flags_and_headers(ctx, client):
-    from subscribers.users import add_user
+    from core.accounts import add_user
 
     add_user(ctx, "a@example.com", PASSWORD, "admin")
     resp = client.post("/login", data={"email": "a@example.com", "password": PASSWORD,

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from kpdigest.db import utcnow
-from kpdigest.models import articles
-from pipeline import queue as q
-from pipeline.collect import collect
-from pipeline.issues import build_issue
-from pipeline.select import select_articles
+from core.db import utcnow
+from core.models import articles
+from pipeline.collect.run import collect
+from pipeline.compose.issues import build_issue
+from pipeline.curate import queue as q
+from pipeline.curate.select import select_articles
 from tests.feedgen import rss
 
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from kpdigest.config import PROJECT_ROOT
-from kpdigest.context import Context
+from core.config import PROJECT_ROOT
+from core.context import Context
 from tests.fakes.config import use_provider
 from tests.fakes.issue import make_issue
 from tests.fakes.providers import FakeProvider

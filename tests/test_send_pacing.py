@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from pipeline.pacing import Pacer, backoff
+from pipeline.deliver.pacing import Pacer, backoff
 
 
 class Clock:

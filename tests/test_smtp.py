@@ -78,7 +78,7 @@ def smtp_server(tmp_path):
 
 
 def test_smtp_starttls_login_reuse_and_per_recipient_replies(make_ctx, monkeypatch, smtp_server):
-    from pipeline.send import send_issue
+    from pipeline.deliver.engine import send_issue
 
     handler, port = smtp_server
     monkeypatch.setenv("KPDIGEST_SMTP_PASSWORD", "pw")
@@ -104,7 +104,7 @@ def test_smtp_starttls_login_reuse_and_per_recipient_replies(make_ctx, monkeypat
 def test_smtp_send_single(make_ctx, monkeypatch, smtp_server):
     from email.message import EmailMessage
 
-    from pipeline.transports import get_transport
+    from pipeline.deliver.transports import get_transport
 
     handler, port = smtp_server
     monkeypatch.setenv("KPDIGEST_SMTP_PASSWORD", "pw")

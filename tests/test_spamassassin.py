@@ -7,7 +7,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from pipeline.check import sample_recipient, spamassassin_scores
+from pipeline.compose.check import sample_recipient, spamassassin_scores
 from tests.conftest import require_tool
 from tests.golden import fixed_issue
 

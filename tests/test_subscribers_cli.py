@@ -12,11 +12,11 @@ import urllib.request
 import pytest
 from click.testing import CliRunner
 
-from kpdigest.cli import main
-from kpdigest.errors import InvalidInput, StateError
-from subscribers.users import add_user, authenticate, set_password
+from core.accounts import add_user, authenticate, set_password
+from core.errors import InvalidInput, StateError
+from kpdigest.main import main
 
-KPDIGEST = [sys.executable, "-c", "from kpdigest.cli import main; main()"]
+KPDIGEST = [sys.executable, "-c", "from kpdigest.main import main; main()"]
 
 
 def _run(ctx, *args, stdin: str = "") -> subprocess.CompletedProcess[str]:

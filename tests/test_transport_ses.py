@@ -30,7 +30,7 @@ def db_url(tmp_path):
 
 
 def test_ses_sends_raw_mime_and_maps_errors(make_ctx, monkeypatch, fake_ses):
-    from pipeline.send import send_issue
+    from pipeline.deliver.engine import send_issue
 
     for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}.items():
         monkeypatch.setenv(k, v)
@@ -49,7 +49,7 @@ def test_ses_sends_raw_mime_and_maps_errors(make_ctx, monkeypatch, fake_ses):
 def test_ses_send_single(make_ctx, monkeypatch, fake_ses):
     from email.message import EmailMessage
 
-    from pipeline.transports import get_transport
+    from pipeline.deliver.transports import get_transport
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")

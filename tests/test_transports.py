@@ -10,11 +10,11 @@ import json
 import pytest
 from sqlalchemy import select
 
-from kpdigest.errors import ConfigError
-from kpdigest.models import deliveries
-from pipeline.issues import get_issue
-from pipeline.send import Linker, load_variants, recipients_for
-from pipeline.transports import get_transport
+from core.errors import ConfigError
+from core.models import deliveries
+from pipeline.compose.issues import get_issue
+from pipeline.deliver.engine import Linker, load_variants, recipients_for
+from pipeline.deliver.transports import get_transport
 from tests.fakes.issue import make_issue
 from tests.fakes.providers import FakeProvider, parse_form
 
@@ -114,9 +114,9 @@ NAMES = ["", "Ann", ODD_NAME, " padded ", "ctl\x00\u2028\x85 x", "\u3000wide", "
 
 @pytest.mark.parametrize("name", NAMES)
 def test_mailgun_recipient_variables_are_the_json_of_each_recipients_values(make_ctx, monkeypatch, name):
-    from pipeline.message import Recipient
-    from pipeline.personalize import FIELDS, token
-    from pipeline.prepare import PreparedVariant
+    from pipeline.compose.message import Recipient
+    from pipeline.compose.personalize import FIELDS, token
+    from pipeline.compose.prepare import PreparedVariant
 
     fake, t, real, _ = _batch(make_ctx, monkeypatch, "mailgun", n=1)
     every = " ".join(token(real.key, f) for f in FIELDS)  # a template using every field
@@ -155,7 +155,7 @@ def test_sendgrid_body_once_with_substitutions(make_ctx, monkeypatch):
 
 
 def test_missing_secret_names_its_variable(make_ctx, monkeypatch):
-    from pipeline.send import send_issue
+    from pipeline.deliver.engine import send_issue
 
     monkeypatch.delenv("KPDIGEST_POSTMARK_TOKEN", raising=False)
     fake = FakeProvider("postmark")
@@ -174,7 +174,7 @@ def test_every_transport_states_its_contract(make_ctx):
 
     per_recipient, idempotent = set(), set()
     for name in ("outbox", "smtp", "postmark", "sendgrid", "mailgun", "resend", "ses"):
-        cls = importlib.import_module(f"pipeline.transports.{name}").TRANSPORT
+        cls = importlib.import_module(f"pipeline.deliver.transports.{name}").TRANSPORT
         assert cls.name == name and cls.max_batch >= 1 and cls.rate_limit_signal
         per_recipient |= {name} if cls.recipient_variables else set()
         idempotent |= {name} if cls.idempotent else set()

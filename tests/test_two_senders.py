@@ -12,9 +12,9 @@ from collections import Counter
 
 import pytest
 
-from kpdigest.config import PROJECT_ROOT
-from kpdigest.context import Context
-from pipeline.issues import get_issue
+from core.config import PROJECT_ROOT
+from core.context import Context
+from pipeline.compose.issues import get_issue
 from tests.fakes.config import use_provider
 from tests.fakes.issue import emails, make_issue
 from tests.fakes.providers import FakeProvider

@@ -8,10 +8,10 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from kpdigest.models import lists, queue_items, subscribers, subscriptions, suppressions
-from pipeline.issues import build_issue
-from pipeline.queue import add_markdown
-from pipeline.send import send_issue
+from core.models import lists, queue_items, subscribers, subscriptions, suppressions
+from pipeline.compose.issues import build_issue
+from pipeline.curate.queue import add_markdown
+from pipeline.deliver.engine import send_issue
 from subscribers.store import add_subscriber
 from tests.test_web_helpers import PASSWORD, csrf, fresh_outbox, login_as, make_app
 
@@ -28,7 +28,7 @@ def _post(client, path, **data):
 
 
 def test_login_logout(ctx, client):
-    from subscribers.users import add_user
+    from core.accounts import add_user
 
     add_user(ctx, "ed@example.com", PASSWORD, "editor")
     token = csrf(client, "/login")

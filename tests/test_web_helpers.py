@@ -14,8 +14,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from kpdigest.context import Context
-from subscribers.users import add_user
+from core.accounts import add_user
+from core.context import Context
 from web import create_app
 
 PASSWORD = "correct horse battery"

@@ -8,9 +8,9 @@ import json
 import pytest
 from sqlalchemy import select
 
-from kpdigest.models import events, subscribers, subscriptions, suppressions
-from pipeline.issues import build_issue
-from pipeline.queue import add_markdown
+from core.models import events, subscribers, subscriptions, suppressions
+from pipeline.compose.issues import build_issue
+from pipeline.curate.queue import add_markdown
 from subscribers.store import add_subscriber, suppress
 from subscribers.tokens import make_token
 from tests.test_web_helpers import csrf, fresh_outbox, link_in, make_app
@@ -87,8 +87,8 @@ def test_confirming_again_after_unsubscribe_lifts_it(ctx, client):
 
 
 def test_subscribe_to_chosen_public_lists_only(ctx, client):
-    from kpdigest.db import utcnow
-    from kpdigest.models import lists
+    from core.db import utcnow
+    from core.models import lists
 
     with ctx.engine.begin() as conn:
         for slug, public in (("monthly", True), ("staff", False)):
@@ -213,7 +213,7 @@ def test_export_and_erase_by_emailed_link(ctx, client):
 
 
 def test_archive_lists_only_sent_issues(ctx, client):
-    from pipeline.send import send_issue
+    from pipeline.deliver.engine import send_issue
 
     for i in range(3):
         add_markdown(ctx, f"Tip {i}: urea lotion for KP", f"Use **urea** {i}.", approve=True)

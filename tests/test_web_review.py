@@ -8,10 +8,10 @@ from html import unescape
 import pytest
 from sqlalchemy import select
 
-from kpdigest.models import issues
-from pipeline.issues import build_issue
-from pipeline.queue import add_markdown
-from pipeline.review import set_deadline
+from core.models import issues
+from pipeline.compose.issues import build_issue
+from pipeline.curate.queue import add_markdown
+from pipeline.curate.review import set_deadline
 from subscribers.store import add_subscriber
 from tests.test_web_helpers import csrf, login_as, make_app
 

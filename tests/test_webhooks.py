@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from sqlalchemy import func, select
 
-from kpdigest.models import events, subscribers, subscriptions, suppressions, webhook_events
+from core.models import events, subscribers, subscriptions, suppressions, webhook_events
 from subscribers.store import add_subscriber
 from subscribers.webhooks import sns_string_to_sign, trusted_cert_path
 from tests.test_web_helpers import make_app

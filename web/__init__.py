@@ -7,8 +7,8 @@ from typing import Any
 
 from flask import Flask, Response, render_template
 
-from kpdigest.context import Context
-from kpdigest.errors import InvalidInput, KpdigestError, NotFound, StateError
+from core.context import Context
+from core.errors import InvalidInput, KpdigestError, NotFound, StateError
 
 
 def create_app(ctx: Context | None = None, test_config: dict[str, Any] | None = None) -> Flask:

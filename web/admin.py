@@ -13,9 +13,9 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response as BaseResponse
 
-from kpdigest.db import utcnow
-from kpdigest.errors import InvalidInput, KpdigestError
-from kpdigest.models import events, lists, subscribers, subscriptions, suppressions
+from core.db import utcnow
+from core.errors import InvalidInput, KpdigestError
+from core.models import events, lists, subscribers, subscriptions, suppressions
 from subscribers import store
 from subscribers.addresses import normalize_email
 from web import imports
@@ -220,7 +220,7 @@ def suppressions_page() -> str | BaseResponse:
 @bp.get("/issues")
 @requires("admin")
 def issues_page() -> str:
-    from pipeline.issues import list_issues
+    from pipeline.compose.issues import list_issues
 
     return render_template("desk/issues.html", rows=list_issues(ctx()))
 
@@ -228,7 +228,7 @@ def issues_page() -> str:
 @bp.get("/issues/<int:number>")
 @requires("admin", "editor")  # editors see progress and review drafts; the actions are admins'
 def issue_page(number: int) -> str:
-    from pipeline.control import issue_progress
+    from pipeline.deliver.control import issue_progress
     from web.desk import drafts
 
     progress = issue_progress(ctx(), number)
@@ -241,7 +241,7 @@ def issue_page(number: int) -> str:
 @bp.post("/issues/<int:number>/<action>")
 @requires("admin")
 def issue_action(number: int, action: str) -> BaseResponse:
-    from pipeline import control
+    from pipeline.deliver import control
 
     done: dict[str, Any] = {
         "pause": lambda: control.pause_issue(ctx(), number, f"paused by {g.user.email}"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
+from core.accounts import authenticate
 from subscribers.ratelimit import hit
-from subscribers.users import authenticate
 from web.security import client_ip, ctx, login
 
 bp = Blueprint("auth", __name__)

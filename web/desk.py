@@ -12,9 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from werkzeug.wrappers import Response as BaseResponse
 
-from kpdigest.errors import KpdigestError, NotFound
-from kpdigest.models import issue_variants, issues
-from pipeline import queue as q
+from core.errors import KpdigestError, NotFound
+from core.models import issue_variants, issues
+from pipeline.curate import queue as q
 from web.public import ARCHIVE_CSP
 from web.security import ctx, requires
 
@@ -24,9 +24,9 @@ EDITORS = ("admin", "editor")
 
 
 def _dashboard_data() -> dict[str, Any]:
-    from pipeline.feeds import feed_health
-    from pipeline.issues import delivery_counts, get_issue
-    from pipeline.jobs import schedule_status
+    from pipeline.collect.feeds import feed_health
+    from pipeline.compose.issues import delivery_counts, get_issue
+    from pipeline.jobs.registry import schedule_status
 
     data: dict[str, Any] = {"jobs": schedule_status(ctx()), "feeds": feed_health(ctx()),
                             "last": None, "counts": {}}
@@ -107,7 +107,7 @@ def item_action(item_id: int, action: str) -> BaseResponse:
 @requires(*EDITORS)
 def preview() -> Response:
     """The next digest exactly as it would be mailed now (generic links)."""
-    from pipeline.issues import preview_next
+    from pipeline.compose.issues import preview_next
 
     html, _sel = preview_next(ctx())
     return Response(html, mimetype="text/html", headers={"Content-Security-Policy": ARCHIVE_CSP})
@@ -116,7 +116,7 @@ def preview() -> Response:
 @bp.post("/test-send")
 @requires(*EDITORS)
 def test_send() -> BaseResponse:
-    from pipeline.testsend import send_test
+    from pipeline.deliver.testsend import send_test
 
     raw = request.form.get("number", "").strip()
     try:
@@ -153,8 +153,8 @@ def drafts(conn: Connection, number: int | None = None) -> list[dict[str, Any]]:
 def review_preview(number: int) -> Response:
     """Issue `number` exactly as mailed: the variant's frozen HTML with generic links in
     place of the per-recipient ones (the "" variant is the archive's web_html)."""
-    from pipeline.issues import get_issue
-    from pipeline.personalize import Personalizer
+    from pipeline.compose.issues import get_issue
+    from pipeline.compose.personalize import Personalizer
 
     variant = request.args.get("variant", "")
     with ctx().engine.connect() as conn:
@@ -180,7 +180,7 @@ def review_preview(number: int) -> Response:
 @requires(*EDITORS)
 def review_approve(number: int) -> BaseResponse:
     """Draft -> frozen and approved by this user; `force` (checks failing) is for admins."""
-    from pipeline.review import approve_issue
+    from pipeline.curate.review import approve_issue
 
     force = bool(request.form.get("force"))
     if force and g.user.role != "admin":
@@ -201,7 +201,7 @@ def review_approve(number: int) -> BaseResponse:
 @requires(*EDITORS)
 def review_reject(number: int) -> BaseResponse:
     """Draft -> skipped for its period; the reason goes into the issue's skip_reason."""
-    from pipeline.review import reject_issue
+    from pipeline.curate.review import reject_issue
 
     reason = request.form.get("reason", "").strip()[:500]
     try:

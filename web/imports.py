@@ -11,8 +11,8 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
-from kpdigest.context import Context
-from kpdigest.errors import KpdigestError
+from core.context import Context
+from core.errors import KpdigestError
 from subscribers.csvio import ImportReport, import_csv
 
 log = logging.getLogger(__name__)

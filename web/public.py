@@ -14,8 +14,8 @@ from typing import Any
 from flask import Blueprint, Response, abort, render_template, request
 from sqlalchemy import select
 
-from kpdigest.errors import InvalidInput, KpdigestError, NotFound
-from kpdigest.models import issues, lists
+from core.errors import InvalidInput, KpdigestError, NotFound
+from core.models import issues, lists
 from subscribers import consent, store
 from subscribers.mailer import send_link
 from subscribers.ratelimit import hit

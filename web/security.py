@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, abort, current_app, g, redirect, request, session, url_for
 
-from kpdigest.context import Context
+from core.context import Context
 
 F = TypeVar("F", bound=Callable[..., Any])
 CSRF_EXEMPT: set[str] = {"public.unsubscribe_token", "webhooks.receive"}
@@ -41,7 +41,7 @@ def _check_csrf() -> None:
 
 
 def _load_user() -> None:
-    from subscribers.users import get_user
+    from core.accounts import get_user
 
     g.user = None
     uid = session.get("uid")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from kpdigest.errors import InvalidInput
+from core.errors import InvalidInput
 from subscribers.webhooks import WebhookRefused, receive
 from web.security import ctx
 

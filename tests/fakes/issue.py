@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 from sqlalchemy import func, insert, select
 
-from kpdigest.context import Context
-from kpdigest.db import utcnow
-from kpdigest.models import issue_variants, issues, subscribers, subscriptions
-from pipeline.issues import freeze_audience
-from pipeline.personalize import FIELDS, new_key, token
+from core.context import Context
+from core.db import utcnow
+from core.models import issue_variants, issues, subscribers, subscriptions
+from pipeline.compose.issues import freeze_audience
+from pipeline.compose.personalize import FIELDS, new_key, token
 from subscribers.store import ensure_default_list
 
 

@@ -10,8 +10,8 @@ import os
 import sys
 from typing import Any
 
-from kpdigest.context import Context
-from pipeline.send import send_issue
+from core.context import Context
+from pipeline.deliver.engine import send_issue
 
 
 def main() -> None:

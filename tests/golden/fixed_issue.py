@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kpdigest.config import PROJECT_ROOT, Config, load_config
-from pipeline.message import Recipient
-from pipeline.prepare import PreparedVariant
-from pipeline.render import Rendered, render_issue
+from core.config import PROJECT_ROOT, Config, load_config
+from pipeline.compose.message import Recipient
+from pipeline.compose.prepare import PreparedVariant
+from pipeline.compose.render import Rendered, render_issue
 
 KEY = "0A1B2C3D4E"
 NUMBER = 42

@@ -1,0 +1,80 @@
+"""init, collect, run, serve."""
+
+from __future__ import annotations
+
+import click
+
+from kpdigest.base import Lazy, get, pass_ctx
+
+
+@click.command()
+@pass_ctx
+def init(obj: Lazy) -> None:
+    """Create or migrate the database (safe to run twice)."""
+    from core.db import migrate
+    from subscribers.store import ensure_default_list
+
+    ctx = get(obj)
+    rev = migrate(ctx.engine)
+    with ctx.engine.begin() as conn:
+        ensure_default_list(conn, ctx.config.site.name)
+    click.echo(f"database ready at revision {rev}: {ctx.engine.url.render_as_string(hide_password=True)}")
+
+
+@click.command()
+@click.option("--force", is_flag=True, help="Also fetch feeds that are backing off after failures.")
+@pass_ctx
+def collect(obj: Lazy, force: bool) -> None:
+    """Fetch every due feed (concurrently) and store new articles."""
+    from pipeline.collect.run import collect as run_collect
+
+    ctx = get(obj)
+    ctx.require_schema()
+    report = run_collect(ctx, force=force)
+    for o in report.outcomes:
+        if o.error:
+            state = f"error: {o.error}" + (" (feed paused)" if o.paused else "")
+        elif o.not_modified:
+            state = "not modified"
+        else:
+            state = f"{o.new} new, {o.seen} seen"
+        click.echo(f"{o.name}: {state}" + (f" (warning: {o.warning})" if o.warning else "")
+                   + (f" (moved to {o.moved_to})" if o.moved_to else ""))
+    for name, until in report.waiting:
+        click.echo(f"{name}: backing off until {until:%Y-%m-%d %H:%M} UTC (--force to try now)")
+    click.echo(f"{report.new} new articles from {len(report.outcomes)} feeds, "
+               f"{len(report.failed)} failed" + (f", {report.grouped} joined a story as near-duplicates"
+                                                 if report.grouped else ""))
+
+
+@click.command()
+@click.option("--force", is_flag=True, help="Send even if the issue fails its checks.")
+@pass_ctx
+def run(obj: Lazy, force: bool) -> None:
+    """Collect, build and send once: what the scheduler does each week."""
+    from pipeline.jobs.weekly import run_weekly
+
+    result = run_weekly(get(obj), force=force, echo=click.echo)
+    click.echo(result.summary)
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to listen on (default: web.host).")
+@click.option("--port", default=None, type=int, help="Port (default: web.port).")
+@pass_ctx
+def serve(obj: Lazy, host: str | None, port: int | None) -> None:
+    """Serve the web app on a production WSGI server (waitress)."""
+    from waitress import serve as waitress_serve
+
+    from web import create_app
+
+    ctx = get(obj)
+    app = create_app(ctx)
+    h, p = host or ctx.config.web.host, port or ctx.config.web.port
+    click.echo(f"serving on http://{h}:{p}")
+    waitress_serve(app, host=h, port=p)
+
+
+def register(group: click.Group) -> None:
+    for cmd in (init, collect, run, serve):
+        group.add_command(cmd)

@@ -1,0 +1,291 @@
+"""The editor queue: articles an editor adds by URL or writes in Markdown, then approves,
+pins and orders. Approved items lead the next issue."""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from markdown_it import MarkdownIt
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from core.context import Context
+from core.db import utcnow
+from core.errors import FetchError, InvalidInput, NotFound, StateError, UnsafeURL
+from core.models import articles, queue_items
+from pipeline.collect.dedupe import encode, group_pending, signature
+from pipeline.collect.fetch import fetch, make_session
+from pipeline.collect.identity import article_identity, clean_url, content_hash
+from pipeline.collect.relevance import score_text
+from pipeline.collect.run import store_articles
+from pipeline.collect.sanitize import excerpt, html_to_text, sanitize_html
+
+STATES = ("queued", "approved", "rejected", "used")
+EDITABLE = {"title", "summary", "image", "source", "author", "published"}
+
+
+class AlreadyQueued(StateError):
+    """The article is in the queue already; `item_id` names it (adding is idempotent)."""
+
+    def __init__(self, item_id: int) -> None:
+        super().__init__(f"already in the queue as item {item_id}")
+        self.item_id = item_id
+
+
+def check_public_url(url: str, allow_private: bool = False) -> None:
+    """SSRF guard: refuse URLs whose host resolves to a private, loopback or link-local IP."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"not an http(s) URL: {url!r}")
+    if allow_private:
+        return
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise FetchError(f"cannot resolve {parts.hostname}: {exc}") from exc
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback too
+        if not ip.is_global or ip.is_multicast:
+            kind = ("loopback" if ip.is_loopback else "link-local" if ip.is_link_local
+                    else "private" if ip.is_private else "non-public")
+            raise UnsafeURL(f"refusing {url}: {parts.hostname} resolves to {ip}, a {kind} address "
+                            "(set collect.allow_private_addresses = true to allow it)")
+
+
+def extract_page(html_bytes: bytes, url: str) -> dict[str, Any]:
+    """Title, description, image, site name and date of a web page (trafilatura)."""
+    import trafilatura
+
+    text = html_bytes.decode("utf-8", errors="replace")
+    meta = trafilatura.extract_metadata(text, default_url=url)
+    body = trafilatura.extract(text, url=url, include_comments=False) or ""
+    return {
+        "title": (meta.title if meta else None) or url,
+        "description": (meta.description if meta else None) or excerpt(body, 400),
+        "image": meta.image if meta else None,
+        "site": (meta.sitename if meta else None) or urlsplit(url).hostname or "",
+        "date": meta.date if meta else None,
+        "author": meta.author if meta else None,
+        "text": body,
+    }
+
+
+def parse_date(value: Any, now: datetime) -> datetime | None:
+    """An editor's or a page's date (datetime or ISO text), in UTC and never in the future."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        when = value
+    else:
+        try:
+            when = datetime.fromisoformat(str(value).strip())
+        except ValueError as exc:
+            raise InvalidInput(f"not a date: {value!r} (use YYYY-MM-DD)") from exc
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return min(when.astimezone(UTC), now)
+
+
+def _add(ctx: Context, record: dict[str, Any], state: str, note: str | None, added_by: str | None) -> int:
+    now = utcnow()
+    with ctx.engine.begin() as conn:
+        _seen, new_ids = store_articles(conn, [record], None, origin="editor", now=now)
+        group_pending(conn, ctx.config, now)
+        if new_ids:
+            article_id = new_ids[0]
+        else:
+            article_id = conn.execute(select(articles.c.id)
+                                      .where(articles.c.identity == record["identity"])).scalar_one()
+        return _enqueue(conn, article_id, state, note, added_by, now)
+
+
+def _enqueue(conn: Connection, article_id: int, state: str, note: str | None, added_by: str | None,
+             now: datetime) -> int:
+    existing = conn.execute(select(queue_items.c.id).where(queue_items.c.article_id == article_id)).scalar()
+    if existing:
+        raise AlreadyQueued(int(existing))
+    position = (conn.execute(select(func.max(queue_items.c.position))).scalar() or 0) + 1
+    return int(conn.execute(insert(queue_items).values(
+        article_id=article_id, state=state, position=position, note=note, added_by=added_by,
+        created_at=now, updated_at=now)).inserted_primary_key[0])
+
+
+def _scored(ctx: Context, title: str, text: str) -> dict[str, Any]:
+    topics, score = score_text(f"{title}\n{title}\n{text}", ctx.config.topics)
+    return {"topics": topics, "score": score, "content_hash": content_hash(title, text),
+            "minhash": encode(signature(f"{title}\n{text}"))}
+
+
+def _record(ctx: Context, *, title: str, link: str | None, summary_html: str, text: str,
+            source: str, image: str | None = None, author: str | None = None,
+            published: datetime | None = None) -> dict[str, Any]:
+    return {
+        "identity": article_identity(None, link, title, text), "source": source[:200],
+        "title": title[:500], "link": link, "author": author, "published_at": published or utcnow(),
+        "summary_html": summary_html,
+        "excerpt": excerpt(html_to_text(summary_html) or text, ctx.config.collect.excerpt_chars),
+        "image_url": image, "image_alt": title[:200], "tags": [], **_scored(ctx, title, text),
+    }
+
+
+def _text_html(text: str) -> str:
+    """Plain text from a page or an editor, as sanitised paragraphs."""
+    paras = [p.strip() for p in text.split("\n\n") if p.strip()]
+    return sanitize_html("".join(f"<p>{html.escape(p, quote=False)}</p>" for p in paras))
+
+
+def add_url(ctx: Context, url: str, *, approve: bool = False, note: str | None = None,
+            added_by: str | None = None, **edits: Any) -> int:
+    """Queue a web page; extracted fields can be overridden by `edits` (title, summary,
+    image, source, author, published). Every hop of a redirect passes the SSRF guard."""
+    unknown = set(edits) - EDITABLE
+    if unknown:
+        raise InvalidInput(f"cannot set {', '.join(sorted(unknown))}; "
+                           f"editable: {', '.join(sorted(EDITABLE))}")
+    allow = ctx.config.collect.allow_private_addresses
+    check_public_url(url, allow)
+    with make_session(ctx.config) as session:
+        page = fetch(session, url, ctx.config, guard=lambda u: check_public_url(u, allow))
+    final = clean_url(page.final_url or url)
+    info = extract_page(page.body, final)
+    now = utcnow()
+    fields = {**{k: v for k, v in info.items() if v}, **{k: v for k, v in edits.items() if v}}
+    summary = fields.get("summary") or fields.get("description") or ""
+    record = _record(ctx, title=html_to_text(fields.get("title") or final), link=final,
+                     summary_html=_text_html(summary), text=info["text"] or summary,
+                     source=fields.get("source") or fields.get("site") or "",
+                     image=_image_url(fields.get("image"), final), author=fields.get("author"),
+                     published=parse_date(fields.get("published") or fields.get("date"), now))
+    return _add(ctx, record, "approved" if approve else "queued", note, added_by)
+
+
+def _image_url(value: str | None, base: str) -> str | None:
+    if not value:
+        return None
+    full = urljoin(base, value.strip())
+    return full if full.startswith(("http://", "https://")) else None
+
+
+def add_article(ctx: Context, article_id: int, *, approve: bool = False, note: str | None = None,
+                added_by: str | None = None) -> int:
+    """Queue an article already collected from a feed: the editor's way to pick a story the
+    relevance score left out."""
+    with ctx.engine.begin() as conn:
+        if conn.execute(select(articles.c.id).where(articles.c.id == article_id)).scalar() is None:
+            raise NotFound(f"no article {article_id}")
+        return _enqueue(conn, article_id, "approved" if approve else "queued", note, added_by, utcnow())
+
+
+def edit_item(ctx: Context, item_id: int, **fields: Any) -> None:
+    """Change any field of a queued item's article; relevance is recomputed from the text."""
+    unknown = set(fields) - EDITABLE - {"link"}
+    if unknown:
+        raise InvalidInput(f"cannot edit {', '.join(sorted(unknown))}")
+    now = utcnow()
+    with ctx.engine.begin() as conn:
+        item = _get(conn, item_id)
+        if item.state == "used":
+            raise StateError(f"item {item_id} was already used in an issue")
+        art = conn.execute(select(articles).where(articles.c.id == item.article_id)).one()
+        values: dict[str, Any] = {}
+        if fields.get("title"):
+            values["title"] = values["image_alt"] = html_to_text(fields["title"])[:500]
+        if fields.get("summary") is not None:
+            values["summary_html"] = _text_html(fields["summary"])
+            values["excerpt"] = excerpt(html_to_text(values["summary_html"]),
+                                        ctx.config.collect.excerpt_chars)
+        for key, col in (("source", "source"), ("author", "author")):
+            if fields.get(key) is not None:
+                values[col] = str(fields[key])[:200]
+        if "image" in fields:
+            values["image_url"] = _image_url(fields["image"], art.link or ctx.config.site.base_url)
+        if fields.get("published"):
+            values["published_at"] = parse_date(fields["published"], now)
+        if fields.get("link"):
+            values["link"] = clean_url(fields["link"])
+        if "title" in values or "summary_html" in values:
+            text = html_to_text(values.get("summary_html", art.summary_html))
+            values.update(_scored(ctx, values.get("title", art.title), text))
+        if values:
+            conn.execute(update(articles).where(articles.c.id == art.id).values(**values))
+        conn.execute(update(queue_items).where(queue_items.c.id == item_id).values(updated_at=now))
+
+
+def add_markdown(ctx: Context, title: str, markdown: str, *, link: str | None = None,
+                 approve: bool = False, note: str | None = None, added_by: str | None = None) -> int:
+    """Queue an original tip written in Markdown (rendered, then sanitised like feed HTML)."""
+    if not title.strip():
+        raise InvalidInput("a tip needs a title")
+    rendered = MarkdownIt("commonmark", {"html": False}).render(markdown)
+    summary_html = sanitize_html(rendered, ctx.config.site.base_url)
+    record = _record(ctx, title=title.strip(), link=link, summary_html=summary_html,
+                     text=html_to_text(summary_html), source=ctx.config.site.name)
+    return _add(ctx, record, "approved" if approve else "queued", note, added_by)
+
+
+def add_file(ctx: Context, title: str, path: Path, **kwargs: Any) -> int:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
+    return add_markdown(ctx, title, text, **kwargs)
+
+
+def list_items(ctx: Context, states: tuple[str, ...] = ("queued", "approved")) -> list[Any]:
+    """Queue items in editor order: pinned first, then by position."""
+    with ctx.engine.connect() as conn:
+        return conn.execute(
+            select(queue_items, articles.c.title, articles.c.link, articles.c.source,
+                   articles.c.score, articles.c.topics)
+            .join(articles, articles.c.id == queue_items.c.article_id)
+            .where(queue_items.c.state.in_(states))
+            .order_by(queue_items.c.pinned.desc(), queue_items.c.position, queue_items.c.id)
+        ).all()
+
+
+def _get(conn: Any, item_id: int) -> Any:
+    row = conn.execute(select(queue_items).where(queue_items.c.id == item_id)).first()
+    if row is None:
+        raise NotFound(f"no queue item {item_id}")
+    return row
+
+
+def set_state(ctx: Context, item_id: int, state: str, note: str | None = None) -> None:
+    if state not in ("queued", "approved", "rejected"):
+        raise InvalidInput(f"cannot set state {state!r}")
+    with ctx.engine.begin() as conn:
+        row = _get(conn, item_id)
+        if row.state == "used":
+            raise StateError(f"item {item_id} was already used in an issue")
+        values: dict[str, Any] = {"state": state, "updated_at": utcnow()}
+        if note is not None:
+            values["note"] = note
+        conn.execute(update(queue_items).where(queue_items.c.id == item_id).values(**values))
+
+
+def pin(ctx: Context, item_id: int, pinned: bool = True) -> None:
+    with ctx.engine.begin() as conn:
+        _get(conn, item_id)
+        conn.execute(update(queue_items).where(queue_items.c.id == item_id)
+                     .values(pinned=pinned, updated_at=utcnow()))
+
+
+def move(ctx: Context, item_id: int, position: int) -> None:
+    """Put an item at 1-based `position` among the open items; the others shift."""
+    with ctx.engine.begin() as conn:
+        _get(conn, item_id)
+        ids = [r.id for r in conn.execute(
+            select(queue_items.c.id).where(queue_items.c.state.in_(("queued", "approved")))
+            .order_by(queue_items.c.position, queue_items.c.id))]
+        if item_id in ids:
+            ids.remove(item_id)
+        ids.insert(max(0, min(position - 1, len(ids))), item_id)
+        for pos, qid in enumerate(ids, start=1):
+            conn.execute(update(queue_items).where(queue_items.c.id == qid).values(position=pos))

@@ -1,0 +1,68 @@
+""""Send a test to yourself": one copy of an issue, as subscribers get it, to an editor.
+
+The test goes through the configured transport (so an editor sees the provider's real
+rendering) but never touches the delivery ledger: it is not a delivery.
+"""
+
+from __future__ import annotations
+
+import html
+import uuid
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate
+
+from sqlalchemy import func, select
+
+from core.context import Context
+from core.db import utcnow
+from core.errors import NotFound
+from core.models import issue_variants, issues
+from pipeline.compose.issues import get_issue, make_subject, web_url
+from pipeline.compose.message import Recipient, clean_header
+from pipeline.compose.personalize import Personalizer, new_key
+from pipeline.compose.render import render_issue
+from pipeline.curate.select import select_articles
+from pipeline.deliver.transports import get_transport
+from subscribers.addresses import normalize_email
+
+
+def _next_issue(ctx: Context) -> tuple[str, str, str, str]:
+    """Subject, HTML, text and key of the next issue, rendered without freezing anything."""
+    cfg, now = ctx.config, utcnow()
+    with ctx.engine.connect() as conn:
+        sel = select_articles(conn, cfg, now)
+        number = (conn.execute(select(func.max(issues.c.number))).scalar() or 0) + 1
+    key = new_key()
+    subject = make_subject(cfg, number, sel.picked, now)
+    r = render_issue(cfg, number=number, date=now, subject=subject, intro=cfg.digest.intro,
+                     articles=sel.picked, key=key, web_url=web_url(cfg, number))
+    return subject, r.html, r.text, key
+
+
+def _frozen_issue(ctx: Context, number: int) -> tuple[str, str, str, str]:
+    with ctx.engine.connect() as conn:
+        row = get_issue(conn, number)
+        variant = conn.execute(select(issue_variants).where(issue_variants.c.issue_id == row.id)
+                               .order_by(issue_variants.c.variant).limit(1)).first()
+    if variant is None:
+        raise NotFound(f"issue #{number} has no rendering (it was skipped)")
+    return row.subject, variant.html_template, variant.text_template, row.placeholder_key
+
+
+def send_test(ctx: Context, to: str, number: int | None = None, name: str = "") -> str:
+    """Mail issue `number` (default: the next one) to `to`; the transport's message id."""
+    cfg = ctx.config
+    addr = normalize_email(to)
+    subject, html_t, text_t, key = _next_issue(ctx) if number is None else _frozen_issue(ctx, number)
+    base = cfg.site.base_url.rstrip("/")
+    values = Recipient(0, addr, name, f"{base}/unsubscribe", f"{base}/preferences").values()
+    msg = EmailMessage()
+    msg["From"] = formataddr((cfg.sender.from_name, cfg.sender.from_email))
+    msg["To"] = addr
+    msg["Subject"] = clean_header(f"[Test] {subject}")
+    msg["Date"] = formatdate()
+    msg["Message-ID"] = f"<test-{uuid.uuid4().hex}@{cfg.sender.domain}>"
+    msg["X-Kpdigest-Test"] = "yes"
+    msg.set_content(Personalizer(text_t, key).fill(values))
+    msg.add_alternative(Personalizer(html_t, key).fill(values, escape=html.escape), subtype="html")
+    return get_transport(cfg).send_single(msg)

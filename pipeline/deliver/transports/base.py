@@ -1,0 +1,74 @@
+"""The transport contract shared by the outbox, SMTP and the HTTP providers."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any, ClassVar
+
+from core.config import Config
+from core.errors import TransportError
+from pipeline.compose.message import Recipient
+from pipeline.compose.prepare import PreparedVariant
+
+
+@dataclass
+class Outcome:
+    """What the provider said about one recipient of a batch."""
+
+    delivery_id: int
+    state: str  # sent | failed | suppressed | retry
+    provider_message_id: str | None = None
+    error: str | None = None
+
+
+class RetryBatch(TransportError):
+    """Nothing in the batch was accepted (429, 5xx before acceptance): safe to send again."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UnknownOutcome(TransportError):
+    """The batch may or may not have been accepted (timeout or reset after hand-off)."""
+
+
+class Transport(ABC):
+    """A way out. Each one states its batch size, whether it takes per-recipient variables
+    (one body per call), whether it has idempotency keys, and how it signals rate limits."""
+
+    name: ClassVar[str]
+    max_batch: ClassVar[int] = 1
+    recipient_variables: ClassVar[bool] = False
+    idempotent: ClassVar[bool] = False
+    rate_limit_signal: ClassVar[str] = "none"
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.options: dict[str, Any] = cfg.transport.options() if cfg.transport.name == self.name \
+            else dict(getattr(cfg.transport, self.name, {}) or {})
+
+    def open(self) -> None:
+        """Acquire connections; called once before the first batch."""
+
+    def close(self) -> None:
+        """Release connections; called once after the last batch."""
+
+    def send_single(self, message: EmailMessage) -> str:
+        """Send one transactional message (a sign-up confirmation, a test issue).
+
+        Returns the provider's message id. Transports that cannot do this raise
+        TransportError; digests always go through send_batch.
+        """
+        raise TransportError(f"the {self.name} transport cannot send single messages")
+
+    @abstractmethod
+    def send_batch(self, variant: PreparedVariant, recipients: list[Recipient],
+                   batch_key: str) -> list[Outcome]:
+        """Hand one batch over and return one Outcome per recipient.
+
+        Raise RetryBatch when nothing was accepted, UnknownOutcome when acceptance is
+        unknowable. `batch_key` is stable across retries of the same batch.
+        """

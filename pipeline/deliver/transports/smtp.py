@@ -1,0 +1,154 @@
+"""SMTP: smtplib with STARTTLS or TLS and login, connections kept open and reused, up to
+`connections` of them in parallel (one per batch in flight).
+
+Each recipient gets their own message (built from the variant's MIME template) in its
+own SMTP transaction, so the server's reply is that recipient's outcome: 2xx sent, 5xx
+failed, 4xx retried later. If the connection drops during a message, that message is
+`unknown` (the server may have queued it) and the rest of the batch was never handed
+over, so it goes back to the queue.
+"""
+
+from __future__ import annotations
+
+import queue
+import smtplib
+import ssl
+import threading
+from email.message import EmailMessage
+from typing import Any, ClassVar
+
+from core.config import Config
+from core.errors import ConfigError, TransportError
+from pipeline.compose.message import Recipient
+from pipeline.compose.prepare import PreparedVariant
+from pipeline.deliver.transports.base import Outcome, RetryBatch, Transport
+
+SECURITY = ("none", "starttls", "tls")
+
+
+class SmtpTransport(Transport):
+    name: ClassVar[str] = "smtp"
+    max_batch: ClassVar[int] = 50
+    recipient_variables: ClassVar[bool] = False
+    idempotent: ClassVar[bool] = False
+    rate_limit_signal: ClassVar[str] = "4xx replies (421/450/451/452) per message or connection"
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        o = self.options
+        self.host = str(o.get("host", "127.0.0.1"))
+        self.port = int(o.get("port", 587))
+        self.security = str(o.get("security", "starttls"))
+        if self.security not in SECURITY:
+            raise ConfigError(f"transport.smtp.security: {self.security!r} is not one of "
+                              f"{', '.join(SECURITY)}")
+        self.username = str(o.get("username", ""))
+        self.timeout = float(o.get("timeout", 60.0))
+        self.size = max(1, int(o.get("connections", 4)))
+        self.verify = bool(o.get("verify_tls", True))
+        self._idle: queue.LifoQueue[smtplib.SMTP] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(self.size)
+        self.envelope_from = cfg.sender.from_email
+
+    def _tls(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        if not self.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def connect(self) -> smtplib.SMTP:
+        """A new, logged-in connection; RetryBatch if the server cannot be reached."""
+        try:
+            if self.security == "tls":
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                                                      context=self._tls())
+            else:
+                conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+                if self.security == "starttls":
+                    conn.starttls(context=self._tls())
+            if self.username:
+                conn.login(self.username, self.cfg.secret("smtp_password") or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            raise ConfigError(f"transport.smtp: login refused for {self.username!r}: {exc}") from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise RetryBatch(f"smtp: cannot connect to {self.host}:{self.port}: {exc}") from exc
+        return conn
+
+    def _take(self) -> smtplib.SMTP:
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            return self.connect()
+        try:
+            if conn.noop()[0] == 250:
+                return conn
+        except (OSError, smtplib.SMTPException):
+            pass
+        _quit(conn)
+        return self.connect()
+
+    def send_batch(self, variant: PreparedVariant, recipients: list[Recipient],
+                   batch_key: str) -> list[Outcome]:
+        with self._slots:
+            conn = self._take()
+            out: list[Outcome] = []
+            for i, r in enumerate(recipients):
+                outcome, alive = self._one(conn, variant, r)
+                out.append(outcome)
+                if not alive:
+                    _quit(conn)
+                    out += [Outcome(x.delivery_id, "retry", error="smtp: connection lost before this message")
+                            for x in recipients[i + 1:]]
+                    return out
+            self._idle.put(conn)
+            return out
+
+    def _one(self, conn: smtplib.SMTP, variant: PreparedVariant, r: Recipient) -> tuple[Outcome, bool]:
+        data = variant.mime.build(r)
+        mid = variant.mime.header_values(r)["message_id"]
+        try:
+            conn.sendmail(self.envelope_from, [r.email], data)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, msg = next(iter(exc.recipients.values()))
+            return _reply(r, code, msg), True
+        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+            return _reply(r, exc.smtp_code, exc.smtp_error), True
+        except (OSError, smtplib.SMTPException) as exc:
+            why = f"smtp: connection lost during the message: {exc}"
+            return Outcome(r.delivery_id, "unknown", error=why), False
+        return Outcome(r.delivery_id, "sent", provider_message_id=mid), True
+
+    def send_single(self, message: EmailMessage) -> str:
+        with self._slots:
+            conn = self._take()
+            try:
+                conn.send_message(message)
+            except (OSError, smtplib.SMTPException) as exc:
+                _quit(conn)
+                raise TransportError(f"smtp: {exc}") from exc
+            self._idle.put(conn)
+        return str(message.get("Message-ID", ""))
+
+    def close(self) -> None:
+        while True:
+            try:
+                _quit(self._idle.get_nowait())
+            except queue.Empty:
+                return
+
+
+def _reply(r: Recipient, code: int, msg: Any) -> Outcome:
+    text = msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)
+    why = f"smtp {code}: {text}"
+    return Outcome(r.delivery_id, "retry" if 400 <= code < 500 else "failed", error=why)
+
+
+def _quit(conn: smtplib.SMTP) -> None:
+    try:
+        conn.quit()
+    except (OSError, smtplib.SMTPException):
+        conn.close()
+
+
+TRANSPORT = SmtpTransport

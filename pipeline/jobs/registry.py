@@ -1,0 +1,330 @@
+"""The scheduler's jobs: what each one does, when it fires, and the record of every run.
+
+Every run (and every run the machine missed) is a `job_runs` row, so `kpdigest schedule
+status` and the admin dashboard can answer "did this week's issue go out, and if not, why"
+without reading logs. Triggers are built here from config.toml, not in schedule.py, so the
+status page can show the next run even when the scheduler process is not running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Column as SAColumn
+from sqlalchemy import Float, MetaData, String, Table, delete, desc, insert, inspect, select, update
+
+from core.config import Config
+from core.context import Context
+from core.db import utcnow
+from core.errors import ConfigError
+from core.models import job_runs
+
+log = logging.getLogger("kpdigest.jobs")
+
+#: APScheduler's own table (SQLAlchemyJobStore); not part of our schema or migrations.
+JOBSTORE_TABLE = "apscheduler_jobs"
+
+DESCRIPTIONS = {
+    "collect": "fetch every enabled feed",
+    "weekly": "build, check and send this week's issue",
+    "dispatch": "resume interrupted sends, send approved drafts, apply review deadlines",
+    "maintenance": "expire unconfirmed sign-ups, purge old webhook events",
+}
+JOB_IDS = tuple(DESCRIPTIONS)
+RUNS_KEPT_DAYS = 180  # job_runs history kept by the daily maintenance job
+
+
+@dataclass
+class JobSpec:
+    id: str
+    trigger: BaseTrigger
+    description: str
+
+
+@dataclass
+class JobResult:
+    result: str  # ok | skipped | failed
+    message: str
+    noop: bool = False  # nothing happened: logged, not kept (dispatch runs every minute)
+
+
+# --- triggers ------------------------------------------------------------------------------------
+
+def _hhmm(value: str) -> tuple[int, int]:
+    hh, mm = value.split(":")
+    return int(hh), int(mm)
+
+
+class WallClockCronTrigger(CronTrigger):
+    """A CronTrigger that fires once per local wall-clock time.
+
+    When clocks go back, 01:30 happens twice and a plain CronTrigger fires at both; a
+    weekly issue must go out once. (When clocks go forward past a nonexistent 01:30,
+    CronTrigger fires at the first instant after the gap, which is what we want.)
+    """
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        nxt = super().get_next_fire_time(previous_fire_time, now)
+        if nxt is not None and previous_fire_time is not None and _wall(nxt, self.timezone) == \
+                _wall(previous_fire_time, self.timezone):
+            return super().get_next_fire_time(nxt, nxt)
+        return nxt
+
+
+def _wall(when: datetime, tz: Any) -> datetime:
+    return when.astimezone(tz).replace(tzinfo=None, fold=0)
+
+
+def weekly_trigger(cfg: Config) -> CronTrigger:
+    """The weekly send time in the schedule's timezone; `schedule.cron` overrides it.
+
+    A cron trigger in an IANA zone keeps 08:00 local across daylight-saving changes (the
+    UTC gap between two runs is 167 or 169 hours that week).
+    """
+    s = cfg.schedule
+    if s.cron:
+        fields = s.cron.split()
+        names = ("minute", "hour", "day", "month", "day_of_week")
+        if len(fields) == 6:
+            names = ("second", *names)
+        elif len(fields) != 5:
+            raise ConfigError(f"schedule.cron: {s.cron!r} needs 5 fields (6 with seconds first)")
+        try:
+            return WallClockCronTrigger(timezone=s.timezone, **dict(zip(names, fields, strict=True)))
+        except ValueError as exc:
+            raise ConfigError(f"schedule.cron: {exc}") from exc
+    hh, mm = _hhmm(s.time)
+    return WallClockCronTrigger(day_of_week=s.day, hour=hh, minute=mm, timezone=s.timezone)
+
+
+def job_specs(cfg: Config) -> list[JobSpec]:
+    s = cfg.schedule
+    mh, mm = _hhmm(s.maintenance_time)
+    triggers: dict[str, BaseTrigger] = {
+        "collect": IntervalTrigger(hours=cfg.collect.interval_hours, timezone=s.timezone),
+        "weekly": weekly_trigger(cfg),
+        "dispatch": IntervalTrigger(seconds=s.dispatch_seconds, timezone=s.timezone),
+        "maintenance": CronTrigger(hour=mh, minute=mm, timezone=s.timezone),
+    }
+    return [JobSpec(j, triggers[j], DESCRIPTIONS[j]) for j in JOB_IDS]
+
+
+def trigger_fingerprint(trigger: BaseTrigger) -> str:
+    """What identifies a schedule: a changed config replaces the stored job, an unchanged
+    one keeps its stored next run time (that is how a missed run is noticed after downtime)."""
+    if isinstance(trigger, IntervalTrigger):
+        return f"interval[{trigger.interval}]"
+    return repr(trigger)
+
+
+# --- the record of runs --------------------------------------------------------------------------
+
+def _owner() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}"
+
+
+def start_run(ctx: Context, job: str) -> int:
+    with ctx.engine.begin() as conn:
+        return int(conn.execute(insert(job_runs).values(
+            job=job, started_at=utcnow(), result="running",
+            message=f"running in {_owner()}")).inserted_primary_key[0])
+
+
+def finish_run(ctx: Context, run_id: int, result: str, message: str) -> None:
+    with ctx.engine.begin() as conn:
+        conn.execute(update(job_runs).where(job_runs.c.id == run_id).values(
+            finished_at=utcnow(), result=result, message=message[:4000]))
+
+
+def record_run(ctx: Context, job: str, result: str, message: str) -> None:
+    """A run that never started: a missed fire time."""
+    now = utcnow()
+    with ctx.engine.begin() as conn:
+        conn.execute(insert(job_runs).values(job=job, started_at=now, finished_at=now,
+                                             result=result, message=message))
+
+
+def _owner_dead(message: str | None) -> bool:
+    host, _, pid = (message or "").removeprefix("running in ").partition(":")
+    if host != socket.gethostname()[:40] or not pid.isdigit():
+        return False  # another machine: leave it alone
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def close_interrupted(ctx: Context) -> int:
+    """Runs left `running` by a scheduler process that died (SIGKILL, power loss)."""
+    with ctx.engine.begin() as conn:
+        rows = conn.execute(select(job_runs.c.id, job_runs.c.message)
+                            .where(job_runs.c.result == "running")).all()
+        dead = [r.id for r in rows if _owner_dead(r.message)]
+        if dead:
+            conn.execute(update(job_runs).where(job_runs.c.id.in_(dead)).values(
+                finished_at=utcnow(), result="failed",
+                message="interrupted: the scheduler process stopped before the job finished"))
+    return len(dead)
+
+
+def run_recorded(ctx: Context, job: str, body: Callable[[], JobResult]) -> JobResult:
+    """Run one job body, recording and logging what ran, for how long, with what result.
+
+    An exception is a `failed` run with the error, never a crashed scheduler.
+    """
+    run_id = start_run(ctx, job)
+    t0 = time.monotonic()
+    # dispatch runs every minute and usually finds nothing: only its results are news
+    log.log(logging.DEBUG if job == "dispatch" else logging.INFO, "job %s: started", job)
+    try:
+        outcome = body()
+    except Exception as exc:  # a failed job must not take the scheduler down
+        log.exception("job %s: failed", job)
+        outcome = JobResult("failed", f"{type(exc).__name__}: {exc}")
+    took = time.monotonic() - t0
+    if outcome.noop:
+        with ctx.engine.begin() as conn:
+            conn.execute(delete(job_runs).where(job_runs.c.id == run_id))
+    else:
+        finish_run(ctx, run_id, outcome.result, outcome.message)
+    level = logging.ERROR if outcome.result == "failed" else logging.DEBUG if outcome.noop else logging.INFO
+    log.log(level, "job %s: %s in %.1fs: %s", job, outcome.result, took, outcome.message)
+    return outcome
+
+
+def purge_runs(ctx: Context, now: datetime | None = None) -> int:
+    """Forget finished job runs older than RUNS_KEPT_DAYS; returns how many."""
+    cutoff = (now or utcnow()) - timedelta(days=RUNS_KEPT_DAYS)
+    with ctx.engine.begin() as conn:
+        return conn.execute(delete(job_runs).where(job_runs.c.started_at < cutoff,
+                                                   job_runs.c.result != "running")).rowcount or 0
+
+
+# --- status --------------------------------------------------------------------------------------
+
+def _stored_next_runs(ctx: Context) -> dict[str, datetime | None] | None:
+    """Next run times from the scheduler's job store; None when it has never started."""
+    if not inspect(ctx.engine).has_table(JOBSTORE_TABLE):
+        return None
+    t = Table(JOBSTORE_TABLE, MetaData(), SAColumn("id", String(191)),
+              SAColumn("next_run_time", Float))
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(select(t.c.id, t.c.next_run_time)).all()
+    return {r.id: (datetime.fromtimestamp(r.next_run_time, UTC) if r.next_run_time else None)
+            for r in rows}
+
+
+def _last_runs(ctx: Context) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+    with ctx.engine.connect() as conn:
+        for job in JOB_IDS:
+            last[job] = conn.execute(select(job_runs).where(job_runs.c.job == job)
+                                     .order_by(desc(job_runs.c.id)).limit(1)).first()
+    return last
+
+
+def schedule_status(ctx: Context) -> list[dict[str, Any]]:
+    """Each job: id, description, next run (aware UTC datetime or None), whether that time
+    comes from the running scheduler's store ("store") or only from config.toml ("config"),
+    and its last run: result (ok | skipped | failed | running), message (the skip reason
+    or the error), started/finished times and duration in seconds."""
+    ctx.require_schema()
+    stored = _stored_next_runs(ctx)
+    last = _last_runs(ctx)
+    now = utcnow()
+    out = []
+    for spec in job_specs(ctx.config):
+        if stored is not None and spec.id in stored:
+            next_run, source = stored[spec.id], "store"
+        else:
+            next_run, source = spec.trigger.get_next_fire_time(None, now), "config"
+        row = last[spec.id]
+        out.append({
+            "id": spec.id,
+            "description": spec.description,
+            "next_run": next_run,
+            "next_run_source": source,
+            "last_result": row.result if row else None,
+            "last_message": row.message if row else None,
+            "last_run": row.started_at if row else None,
+            "last_finished": row.finished_at if row else None,
+            "last_duration": (row.finished_at - row.started_at).total_seconds()
+            if row and row.finished_at else None,
+        })
+    return out
+
+
+# --- the bodies --------------------------------------------------------------------------------
+
+class Runtime:
+    """What the stored jobs run against in this process: the context and the stop event.
+
+    The persistent job store keeps only a reference and the job id, never the context
+    (an engine cannot be pickled), so schedule.py binds one Runtime at start-up.
+    """
+
+    def __init__(self, ctx: Context, stop: threading.Event) -> None:
+        self.ctx = ctx
+        self.stop = stop
+
+
+_runtime: Runtime | None = None
+
+
+def bind(ctx: Context, stop: threading.Event) -> Runtime:
+    global _runtime
+    _runtime = Runtime(ctx, stop)
+    return _runtime
+
+
+def body_for(job: str, ctx: Context, stop: threading.Event) -> Callable[[], JobResult]:
+    from pipeline.curate import review
+    from subscribers import maintenance
+
+    bodies: dict[str, Callable[[], JobResult]] = {
+        "collect": lambda: _collect(ctx),
+        "weekly": lambda: _weekly(ctx, stop),
+        "dispatch": lambda: review.dispatch(ctx, stop=stop),
+        "maintenance": lambda: maintenance.run_maintenance(ctx),
+    }
+    return bodies[job]
+
+
+def scheduled(job: str) -> None:
+    """The callable every stored job points at (`pipeline.jobs.registry:scheduled`)."""
+    if _runtime is None:
+        raise RuntimeError("pipeline.jobs.registry.bind() was not called in this process")
+    if _runtime.stop.is_set():
+        return
+    run_recorded(_runtime.ctx, job, body_for(job, _runtime.ctx, _runtime.stop))
+
+
+def _collect(ctx: Context) -> JobResult:
+    from pipeline.collect.run import collect
+
+    report = collect(ctx)
+    msg = f"{report.new} new articles from {len(report.outcomes)} feeds, {len(report.failed)} failed"
+    if report.outcomes and len(report.failed) == len(report.outcomes):
+        return JobResult("failed", msg)
+    return JobResult("ok", msg)
+
+
+def _weekly(ctx: Context, stop: threading.Event) -> JobResult:
+    from pipeline.jobs.weekly import run_weekly
+
+    result = run_weekly(ctx, stop=stop, echo=log.info)
+    return JobResult("skipped" if result.result == "skipped" else "ok", result.summary)
