@@ -34,6 +34,7 @@ demo: venv
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 test: venv node lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

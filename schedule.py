@@ -32,7 +32,7 @@ from core.errors import KpdigestError
 from pipeline.jobs import registry as jobs
 
 log = logging.getLogger("kpdigest.schedule")
-JOB_FUNC = "pipeline.jobs.registry:scheduled"
+JOB_FUNC = "pipeline.jobs:scheduled"  # stored in the job store: a stable name
 
 
 def grace_seconds(cfg: Config, job: str) -> int:

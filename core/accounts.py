@@ -9,11 +9,11 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from core.addresses import normalize_email
 from core.context import Context
 from core.db import utcnow
 from core.errors import InvalidInput, NotFound, StateError
 from core.models import users
-from subscribers.addresses import normalize_email
 
 ROLES = ("admin", "editor")
 MIN_PASSWORD = 10

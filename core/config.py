@@ -15,7 +15,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from core.clock import weekly_trigger
 from core.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -303,8 +305,6 @@ def _validate(cfg: Config) -> None:
     if cfg.schedule.day not in DAYS:
         raise ConfigError(f"schedule.day: {cfg.schedule.day!r} is not one of {', '.join(DAYS)}")
     try:
-        from zoneinfo import ZoneInfo
-
         ZoneInfo(cfg.schedule.timezone)
     except Exception as exc:  # ZoneInfoNotFoundError, ValueError
         raise ConfigError(f"schedule.timezone: {cfg.schedule.timezone!r} is not an IANA zone") from exc
@@ -315,9 +315,7 @@ def _validate(cfg: Config) -> None:
     if cfg.schedule.dispatch_seconds < 1:
         raise ConfigError("schedule.dispatch_seconds: must be at least 1")
     if cfg.schedule.cron:
-        from pipeline.jobs.registry import weekly_trigger  # raises ConfigError naming schedule.cron
-
-        weekly_trigger(cfg)
+        weekly_trigger(cfg)  # raises ConfigError naming schedule.cron
     if cfg.schedule.review_deadline_action not in ("send", "skip"):
         raise ConfigError("schedule.review_deadline_action: must be 'send' or 'skip'")
     if not cfg.site.base_url.startswith(("http://", "https://")):

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from core.config import Config, load_config
-from core.db import make_engine
+from core.db import has_schema, make_engine
 from core.errors import StateError
 
 
@@ -28,8 +28,6 @@ class Context:
 
     def require_schema(self) -> None:
         """Fail with a clear message when `kpdigest init` has not been run."""
-        from core.db import has_schema
-
         if not has_schema(self.engine):
             raise StateError("the database has no tables yet: run `kpdigest init` first")
 

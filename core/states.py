@@ -69,6 +69,15 @@ class FeedState(StrEnum):
     NEW = "new"
 
 
+class JobOutcome(StrEnum):
+    """How one run of a scheduled job ended (`job_runs.result`); `running` while it runs."""
+
+    RUNNING = "running"
+    OK = "ok"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
 class Origin(StrEnum):
     """Where an article came from, and who picked it for an issue."""
 

@@ -16,7 +16,7 @@ from kpdigest.base import Lazy, get, pass_ctx
 @pass_ctx
 def approve(obj: Lazy, number: int, by: str | None, force: bool) -> None:
     """Approve draft issue NUMBER; the scheduler sends it on its next dispatch."""
-    from pipeline.curate.review import approve_issue
+    from pipeline.deliver.review import approve_issue
 
     row = approve_issue(get(obj), number, by or getpass.getuser(), force=force)
     click.echo(f"issue #{number} approved by {row.approved_by}; the scheduler sends it next")
@@ -29,7 +29,7 @@ def approve(obj: Lazy, number: int, by: str | None, force: bool) -> None:
 @pass_ctx
 def reject(obj: Lazy, number: int, by: str | None, reason: str) -> None:
     """Reject draft issue NUMBER: its week is recorded as skipped, its articles freed."""
-    from pipeline.curate.review import reject_issue
+    from pipeline.deliver.review import reject_issue
 
     why = reject_issue(get(obj), number, by or getpass.getuser(), reason)
     click.echo(f"issue #{number} withdrawn: {why}")

@@ -13,11 +13,11 @@ from typing import Any
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
+from core.addresses import normalize_email
 from core.context import Context
 from core.db import utcnow
 from core.errors import InvalidInput, NotFound
 from core.models import deliveries, events, issues, lists, subscribers, subscriptions, suppressions
-from subscribers.addresses import normalize_email
 from subscribers.store import DEFAULT_LIST, is_suppressed, log_event
 
 # A confirmed re-opt-in lifts these; bounces and complaints stay until an admin lifts them.

@@ -23,11 +23,11 @@ from typing import IO, Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from core.addresses import normalize_fast
 from core.context import Context
 from core.db import utcnow
 from core.errors import InvalidInput
 from core.models import lists, subscribers
-from subscribers.addresses import normalize_fast
 from subscribers.store import DEFAULT_LIST, iter_subscribers
 
 EMAIL_COLUMNS = ("email", "e-mail", "email address", "email_address", "mail", "address")

@@ -8,11 +8,11 @@ from typing import Any
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from core.addresses import normalize_email
 from core.context import Context
 from core.db import utcnow
 from core.errors import NotFound, StateError
 from core.models import events, lists, subscribers, subscriptions, suppressions
-from subscribers.addresses import normalize_email
 
 DEFAULT_LIST = "weekly"
 

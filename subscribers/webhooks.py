@@ -26,11 +26,11 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from core.addresses import normalize_email
 from core.context import Context
 from core.db import utcnow
 from core.errors import InvalidInput, KpdigestError
 from core.models import subscribers, subscriptions, webhook_events
-from subscribers.addresses import normalize_email
 from subscribers.ratelimit import hit
 from subscribers.store import log_event, suppress
 

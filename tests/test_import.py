@@ -10,11 +10,11 @@ from click.testing import CliRunner
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, insert, select
 
+from core.addresses import normalize_fast
 from core.db import utcnow
 from core.errors import InvalidInput
 from core.models import events, lists, subscribers, subscriptions, suppressions
 from kpdigest.main import main
-from subscribers.addresses import normalize_fast
 from subscribers.csvio import export_csv, import_csv
 from subscribers.store import suppress
 

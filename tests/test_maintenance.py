@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 from sqlalchemy import func, insert, select
 
 from core.db import utcnow
 from core.models import events, job_runs, subscribers, subscriptions, webhook_events
-from pipeline.jobs.registry import RUNS_KEPT_DAYS
-from subscribers.maintenance import expire_pending, purge_webhook_events, run_maintenance
+from pipeline.jobs.registry import RUNS_KEPT_DAYS, body_for
+from subscribers.maintenance import expire_pending, purge_webhook_events
 from subscribers.store import add_subscriber
+
+
+def run_maintenance(ctx):
+    """The daily job as the scheduler runs it."""
+    return body_for("maintenance", ctx, threading.Event())()
 
 
 def _count(ctx, table) -> int:

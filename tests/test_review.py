@@ -12,8 +12,8 @@ from core.errors import StateError
 from core.models import issues
 from kpdigest.main import main as cli
 from pipeline.compose.issues import build_issue, delivery_counts, get_issue
-from pipeline.curate.review import apply_deadlines, approve_issue, dispatch
 from pipeline.deliver.engine import send_issue
+from pipeline.deliver.review import apply_deadlines, approve_issue, dispatch
 from pipeline.jobs.weekly import run_weekly
 from subscribers.store import add_subscriber
 from tests.feedgen import BEAUTY_ITEMS, KP_ITEMS, rss

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from core.models import issues
 from pipeline.compose.issues import build_issue
 from pipeline.curate.queue import add_markdown
-from pipeline.curate.review import set_deadline
+from pipeline.deliver.review import set_deadline
 from subscribers.store import add_subscriber
 from tests.test_web_helpers import csrf, login_as, make_app
 

@@ -13,11 +13,11 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response as BaseResponse
 
+from core.addresses import normalize_email
 from core.db import utcnow
 from core.errors import InvalidInput, KpdigestError
 from core.models import events, lists, subscribers, subscriptions, suppressions
 from subscribers import store
-from subscribers.addresses import normalize_email
 from web import imports
 from web.security import ctx, requires
 

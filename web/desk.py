@@ -180,7 +180,7 @@ def review_preview(number: int) -> Response:
 @requires(*EDITORS)
 def review_approve(number: int) -> BaseResponse:
     """Draft -> frozen and approved by this user; `force` (checks failing) is for admins."""
-    from pipeline.curate.review import approve_issue
+    from pipeline.deliver.review import approve_issue
 
     force = bool(request.form.get("force"))
     if force and g.user.role != "admin":
@@ -201,7 +201,7 @@ def review_approve(number: int) -> BaseResponse:
 @requires(*EDITORS)
 def review_reject(number: int) -> BaseResponse:
     """Draft -> skipped for its period; the reason goes into the issue's skip_reason."""
-    from pipeline.curate.review import reject_issue
+    from pipeline.deliver.review import reject_issue
 
     reason = request.form.get("reason", "").strip()[:500]
     try:

@@ -16,8 +16,8 @@ from sqlalchemy import select
 
 from core.errors import InvalidInput, KpdigestError, NotFound
 from core.models import issues, lists
+from pipeline.deliver.mailer import send_link
 from subscribers import consent, store
-from subscribers.mailer import send_link
 from subscribers.ratelimit import hit
 from subscribers.tokens import InvalidToken, make_token, read_token
 from web.security import client_ip, ctx

@@ -20,6 +20,7 @@ from email.utils import formataddr, formatdate, make_msgid
 
 from core.config import Config
 from pipeline.compose.personalize import FIELDS, Placeholders
+from pipeline.compose.render import render_confirm
 
 CRLF = "\r\n"
 _CTRL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
@@ -201,8 +202,6 @@ class MessageTemplate:
 def confirmation_message(cfg: Config, *, to_email: str, name: str, confirm_url: str) -> EmailMessage:
     """The double opt-in email: plain text, one link, no list headers (it is not a list
     message yet). One per sign-up, so a plain EmailMessage is fast enough."""
-    from pipeline.compose.render import render_confirm
-
     subject, body = render_confirm(cfg, confirm_url=confirm_url, name=name)
     msg = EmailMessage()
     msg["From"] = address(cfg.sender.from_name, cfg.sender.from_email)

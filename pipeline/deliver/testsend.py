@@ -13,6 +13,7 @@ from email.utils import formataddr, formatdate
 
 from sqlalchemy import func, select
 
+from core.addresses import normalize_email
 from core.context import Context
 from core.db import utcnow
 from core.errors import NotFound
@@ -23,7 +24,6 @@ from pipeline.compose.personalize import Personalizer, new_key
 from pipeline.compose.render import render_issue
 from pipeline.curate.select import select_articles
 from pipeline.deliver.transports import get_transport
-from subscribers.addresses import normalize_email
 
 
 def _next_issue(ctx: Context) -> tuple[str, str, str, str]:

@@ -24,11 +24,16 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Column as SAColumn
 from sqlalchemy import Float, MetaData, String, Table, delete, desc, insert, inspect, select, update
 
+from core.clock import hhmm, weekly_trigger
 from core.config import Config
 from core.context import Context
 from core.db import utcnow
-from core.errors import ConfigError
 from core.models import job_runs
+from core.runs import JobResult
+from pipeline.collect.run import collect
+from pipeline.deliver import review
+from pipeline.jobs.weekly import run_weekly
+from subscribers import maintenance
 
 log = logging.getLogger("kpdigest.jobs")
 
@@ -52,65 +57,9 @@ class JobSpec:
     description: str
 
 
-@dataclass
-class JobResult:
-    result: str  # ok | skipped | failed
-    message: str
-    noop: bool = False  # nothing happened: logged, not kept (dispatch runs every minute)
-
-
-# --- triggers ------------------------------------------------------------------------------------
-
-def _hhmm(value: str) -> tuple[int, int]:
-    hh, mm = value.split(":")
-    return int(hh), int(mm)
-
-
-class WallClockCronTrigger(CronTrigger):
-    """A CronTrigger that fires once per local wall-clock time.
-
-    When clocks go back, 01:30 happens twice and a plain CronTrigger fires at both; a
-    weekly issue must go out once. (When clocks go forward past a nonexistent 01:30,
-    CronTrigger fires at the first instant after the gap, which is what we want.)
-    """
-
-    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
-        nxt = super().get_next_fire_time(previous_fire_time, now)
-        if nxt is not None and previous_fire_time is not None and _wall(nxt, self.timezone) == \
-                _wall(previous_fire_time, self.timezone):
-            return super().get_next_fire_time(nxt, nxt)
-        return nxt
-
-
-def _wall(when: datetime, tz: Any) -> datetime:
-    return when.astimezone(tz).replace(tzinfo=None, fold=0)
-
-
-def weekly_trigger(cfg: Config) -> CronTrigger:
-    """The weekly send time in the schedule's timezone; `schedule.cron` overrides it.
-
-    A cron trigger in an IANA zone keeps 08:00 local across daylight-saving changes (the
-    UTC gap between two runs is 167 or 169 hours that week).
-    """
-    s = cfg.schedule
-    if s.cron:
-        fields = s.cron.split()
-        names = ("minute", "hour", "day", "month", "day_of_week")
-        if len(fields) == 6:
-            names = ("second", *names)
-        elif len(fields) != 5:
-            raise ConfigError(f"schedule.cron: {s.cron!r} needs 5 fields (6 with seconds first)")
-        try:
-            return WallClockCronTrigger(timezone=s.timezone, **dict(zip(names, fields, strict=True)))
-        except ValueError as exc:
-            raise ConfigError(f"schedule.cron: {exc}") from exc
-    hh, mm = _hhmm(s.time)
-    return WallClockCronTrigger(day_of_week=s.day, hour=hh, minute=mm, timezone=s.timezone)
-
-
 def job_specs(cfg: Config) -> list[JobSpec]:
     s = cfg.schedule
-    mh, mm = _hhmm(s.maintenance_time)
+    mh, mm = hhmm(s.maintenance_time)
     triggers: dict[str, BaseTrigger] = {
         "collect": IntervalTrigger(hours=cfg.collect.interval_hours, timezone=s.timezone),
         "weekly": weekly_trigger(cfg),
@@ -292,20 +241,17 @@ def bind(ctx: Context, stop: threading.Event) -> Runtime:
 
 
 def body_for(job: str, ctx: Context, stop: threading.Event) -> Callable[[], JobResult]:
-    from pipeline.curate import review
-    from subscribers import maintenance
-
     bodies: dict[str, Callable[[], JobResult]] = {
         "collect": lambda: _collect(ctx),
         "weekly": lambda: _weekly(ctx, stop),
         "dispatch": lambda: review.dispatch(ctx, stop=stop),
-        "maintenance": lambda: maintenance.run_maintenance(ctx),
+        "maintenance": lambda: _maintenance(ctx),
     }
     return bodies[job]
 
 
 def scheduled(job: str) -> None:
-    """The callable every stored job points at (`pipeline.jobs.registry:scheduled`)."""
+    """The callable every stored job points at (`pipeline.jobs:scheduled`, a stable name)."""
     if _runtime is None:
         raise RuntimeError("pipeline.jobs.registry.bind() was not called in this process")
     if _runtime.stop.is_set():
@@ -313,9 +259,13 @@ def scheduled(job: str) -> None:
     run_recorded(_runtime.ctx, job, body_for(job, _runtime.ctx, _runtime.stop))
 
 
-def _collect(ctx: Context) -> JobResult:
-    from pipeline.collect.run import collect
+def _maintenance(ctx: Context) -> JobResult:
+    """The daily clean-up of personal data, then this record's own old runs."""
+    done = maintenance.run_maintenance(ctx)
+    return JobResult(done.result, f"{done.message}, {purge_runs(ctx)} old job runs forgotten")
 
+
+def _collect(ctx: Context) -> JobResult:
     report = collect(ctx)
     msg = f"{report.new} new articles from {len(report.outcomes)} feeds, {len(report.failed)} failed"
     if report.outcomes and len(report.failed) == len(report.outcomes):
@@ -324,7 +274,5 @@ def _collect(ctx: Context) -> JobResult:
 
 
 def _weekly(ctx: Context, stop: threading.Event) -> JobResult:
-    from pipeline.jobs.weekly import run_weekly
-
     result = run_weekly(ctx, stop=stop, echo=log.info)
     return JobResult("skipped" if result.result == "skipped" else "ok", result.summary)

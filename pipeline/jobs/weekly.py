@@ -17,8 +17,8 @@ from core.context import Context
 from pipeline.collect.run import collect
 from pipeline.compose.check import ensure_sendable
 from pipeline.compose.issues import BuildResult, build_issue
-from pipeline.curate.review import SEND_LOCK, mark_auto_approved, set_deadline
 from pipeline.deliver.engine import SendReport, send_issue
+from pipeline.deliver.review import SEND_LOCK, mark_auto_approved, set_deadline
 
 
 @dataclass

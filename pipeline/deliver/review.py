@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import delete, select, update
 
@@ -21,10 +21,10 @@ from core.context import Context
 from core.db import utcnow
 from core.errors import StateError
 from core.models import deliveries, issue_articles, issue_variants, issues, queue_items
+from core.runs import JobResult
+from pipeline.compose.check import check_issue, ensure_sendable
 from pipeline.compose.issues import get_issue
-
-if TYPE_CHECKING:
-    from pipeline.jobs.registry import JobResult
+from pipeline.deliver.engine import send_issue
 
 log = logging.getLogger("kpdigest.review")
 
@@ -54,8 +54,6 @@ def approve_issue(ctx: Context, number: int, by: str, *, force: bool = False,
     The pre-send checks run first (an editor should not approve what cannot go out);
     `force` approves anyway.
     """
-    from pipeline.compose.check import ensure_sendable
-
     issue = _draft(ctx, number, by, "an approval needs the approver's name or address")
     if not force:
         ensure_sendable(ctx, number)
@@ -130,8 +128,6 @@ def apply_deadlines(ctx: Context, now: datetime | None = None) -> list[str]:
 
 
 def _deadline_passed(ctx: Context, row: Any, action: str, now: datetime) -> str | None:
-    from pipeline.compose.check import check_issue
-
     why = f"not approved by the review deadline {row.review_deadline:%Y-%m-%d %H:%M} UTC"
     if action == "send":
         problems = check_issue(ctx, row.number).problems
@@ -155,8 +151,6 @@ def sendable_numbers(ctx: Context) -> list[int]:
 def dispatch(ctx: Context, *, stop: threading.Event | None = None,
              now: datetime | None = None) -> JobResult:
     """The scheduler's frequent job (and its start-up step): deadlines, then sending."""
-    from pipeline.deliver.engine import send_issue
-    from pipeline.jobs.registry import JobResult
 
     notes = apply_deadlines(ctx, now)
     numbers = sendable_numbers(ctx)

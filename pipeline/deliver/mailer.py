@@ -12,6 +12,8 @@ from sqlalchemy import select
 from core.context import Context
 from core.errors import NotFound
 from core.models import subscribers
+from pipeline.compose.render import environment, oneline, render_confirm
+from pipeline.deliver.transports import get_transport
 from subscribers.tokens import link
 
 SUBJECTS = {
@@ -38,9 +40,6 @@ def build_message(ctx: Context, to: str, subject: str, body: str) -> EmailMessag
 
 def send_link(ctx: Context, subscriber_id: int, purpose: str) -> str:
     """Mail the subscriber a signed link for `purpose`; returns the transport's message id."""
-    from pipeline.compose.render import environment, oneline, render_confirm
-    from pipeline.deliver.transports import get_transport
-
     with ctx.engine.connect() as conn:
         sub = conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
     if sub is None:
