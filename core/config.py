@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from core.clock import weekly_trigger
 from core.errors import ConfigError
+from core.transports import TRANSPORTS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config.toml"
@@ -140,18 +141,27 @@ class Sending:
 
 @dataclass
 class Transport:
+    """`[transport] name` and one `[transport.<name>]` table per transport in TRANSPORTS."""
+
     name: str = "outbox"
-    outbox: dict[str, Any] = field(default_factory=lambda: {"dir": "var/outbox"})
-    smtp: dict[str, Any] = field(default_factory=dict)
-    postmark: dict[str, Any] = field(default_factory=dict)
-    sendgrid: dict[str, Any] = field(default_factory=dict)
-    mailgun: dict[str, Any] = field(default_factory=dict)
-    resend: dict[str, Any] = field(default_factory=dict)
-    ses: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {"outbox": {"dir": "var/outbox"}})
+
+    @classmethod
+    def from_toml(cls, data: dict[str, Any], prefix: str) -> Transport:
+        tables = cls().tables
+        for key, value in data.items():
+            if key == "name":
+                continue
+            if key not in TRANSPORTS:
+                raise ConfigError(f"{prefix}.{key}: unknown setting")
+            tables[key] = _convert(value, dict[str, Any], f"{prefix}.{key}")
+        name = _convert(data.get("name", "outbox"), str, f"{prefix}.name")
+        return cls(name=name, tables=tables)
 
     def options(self) -> dict[str, Any]:
         """The chosen transport's own table."""
-        return dict(getattr(self, self.name.replace("-", "_")))
+        return dict(self.tables.get(self.name, {}))
 
 
 @dataclass
@@ -177,7 +187,6 @@ class Webhooks:
     ses_topic_arns: list[str] = field(default_factory=list)
 
 
-TRANSPORTS = ("outbox", "smtp", "postmark", "sendgrid", "mailgun", "resend", "ses")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -270,6 +279,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table, got {value!r}")
+        if hasattr(tp, "from_toml"):  # a section whose keys are not fixed fields
+            return tp.from_toml(value, key)
         return _build(tp, value, key)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
