@@ -12,6 +12,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Float,
@@ -26,6 +27,18 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.types import TypeDecorator
+
+from core.states import (
+    DeliveryState,
+    IssueStatus,
+    JobOutcome,
+    Origin,
+    QueueState,
+    Role,
+    SubscriptionStatus,
+    SuppressionReason,
+    check_constraint,
+)
 
 # Stable constraint names so migrations work the same on SQLite and PostgreSQL.
 metadata = MetaData(
@@ -86,6 +99,7 @@ feeds = Table(
 
 articles = Table(
     "articles", metadata,
+    CheckConstraint(check_constraint("origin", Origin), name="origin"),
     Column("id", Integer, primary_key=True),
     Column("identity", String(300), nullable=False, unique=True),
     Column("feed_id", Integer, ForeignKey("feeds.id", ondelete="SET NULL")),
@@ -122,6 +136,7 @@ articles_ungrouped = Table(
 
 queue_items = Table(
     "queue_items", metadata,
+    CheckConstraint(check_constraint("state", QueueState), name="state"),
     Column("id", Integer, primary_key=True),
     Column("article_id", Integer, ForeignKey("articles.id", ondelete="CASCADE"), nullable=False,
            unique=True),
@@ -148,6 +163,7 @@ lists = Table(
 
 issues = Table(
     "issues", metadata,
+    CheckConstraint(check_constraint("status", IssueStatus), name="status"),
     Column("id", Integer, primary_key=True),
     Column("number", Integer),  # null while skipped: skips do not use up a number
     Column("list_id", Integer, ForeignKey("lists.id"), nullable=False),
@@ -186,6 +202,7 @@ issue_variants = Table(
 
 issue_articles = Table(
     "issue_articles", metadata,
+    CheckConstraint(check_constraint("picked_by", Origin), name="picked_by"),
     Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
     Column("article_id", Integer, ForeignKey("articles.id"), primary_key=True),
     Column("position", Integer, nullable=False),
@@ -207,6 +224,7 @@ subscribers = Table(
 
 subscriptions = Table(
     "subscriptions", metadata,
+    CheckConstraint(check_constraint("status", SubscriptionStatus), name="status"),
     Column("id", BigId, primary_key=True),
     Column("subscriber_id", BigId, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
     Column("list_id", Integer, ForeignKey("lists.id", ondelete="CASCADE"), nullable=False),
@@ -228,6 +246,7 @@ subscriptions = Table(
 
 suppressions = Table(
     "suppressions", metadata,
+    CheckConstraint(check_constraint("reason", SuppressionReason), name="reason"),
     Column("id", BigId, primary_key=True),
     Column("email", String(320), nullable=False, unique=True),
     Column("reason", String(20), nullable=False),  # unsubscribed | bounced | complained | erased | manual
@@ -237,6 +256,7 @@ suppressions = Table(
 
 deliveries = Table(
     "deliveries", metadata,
+    CheckConstraint(check_constraint("state", DeliveryState), name="state"),
     Column("id", BigId, primary_key=True),
     Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), nullable=False),
     Column("subscriber_id", BigId, ForeignKey("subscribers.id", ondelete="SET NULL")),
@@ -288,6 +308,7 @@ webhook_events = Table(
 
 users = Table(
     "users", metadata,
+    CheckConstraint(check_constraint("role", Role), name="role"),
     Column("id", Integer, primary_key=True),
     Column("email", String(320), nullable=False, unique=True),
     Column("password_hash", Text, nullable=False),
@@ -298,6 +319,7 @@ users = Table(
 
 job_runs = Table(
     "job_runs", metadata,
+    CheckConstraint(check_constraint("result", JobOutcome), name="result"),
     Column("id", Integer, primary_key=True),
     Column("job", String(50), nullable=False),
     Column("started_at", TS, nullable=False),

@@ -85,6 +85,13 @@ class Origin(StrEnum):
     EDITOR = "editor"
 
 
+class Role(StrEnum):
+    """Who may do what on the desk."""
+
+    ADMIN = "admin"
+    EDITOR = "editor"
+
+
 def check_constraint(column: str, states: type[StrEnum]) -> str:
     """The SQL of a CHECK constraint that admits exactly the enum's values."""
     values = ", ".join(f"'{s.value}'" for s in states)
