@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.addresses import normalize_email
 from core.context import Context
-from core.db import utcnow
+from core.db import new_id, utcnow
 from core.errors import InvalidInput, NotFound, StateError
 from core.models import users
 
@@ -34,9 +34,9 @@ def add_user(ctx: Context, email: str, password: str, role: str) -> int:
     addr = normalize_email(email)
     try:
         with ctx.engine.begin() as conn:
-            return int(conn.execute(insert(users).values(
+            return new_id(conn.execute(insert(users).values(
                 email=addr, password_hash=_hasher.hash(password), role=role,
-                created_at=utcnow())).inserted_primary_key[0])
+                created_at=utcnow())))
     except IntegrityError as exc:
         raise StateError(f"a user {addr} exists already") from exc
 
@@ -80,5 +80,5 @@ def get_user(ctx: Context, user_id: int) -> Any | None:
 
 def list_users(ctx: Context) -> list[Any]:
     with ctx.engine.connect() as conn:
-        return conn.execute(select(users.c.id, users.c.email, users.c.role, users.c.last_login_at)
-                            .order_by(users.c.id)).all()
+        return list(conn.execute(select(users.c.id, users.c.email, users.c.role,
+                                        users.c.last_login_at).order_by(users.c.id)))

@@ -51,7 +51,7 @@ def weekly_trigger(cfg: Config) -> CronTrigger:
     s = cfg.schedule
     if s.cron:
         fields = s.cron.split()
-        names = ("minute", "hour", "day", "month", "day_of_week")
+        names: tuple[str, ...] = ("minute", "hour", "day", "month", "day_of_week")
         if len(fields) == 6:
             names = ("second", *names)
         elif len(fields) != 5:

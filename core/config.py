@@ -281,7 +281,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a table, got {value!r}")
         if hasattr(tp, "from_toml"):  # a section whose keys are not fixed fields
             return tp.from_toml(value, key)
-        return _build(tp, value, key)
+        return _build(typing.cast(type, tp), value, key)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float) and isinstance(value, bool):

@@ -343,7 +343,8 @@ class BulkWriter:
 
     def flush(self, chunk: list[Row], report: ImportReport) -> None:
         """Write one chunk in one transaction."""
-        now = subscribers.c.created_at.type._cached_bind_processor(self.dialect)(utcnow())
+        bind = subscribers.c.created_at.type._cached_bind_processor(self.dialect)
+        now = bind(utcnow()) if bind else utcnow()
         with self.ctx.engine.begin() as conn:
             if self.pg:
                 # The import can be re-run (it only adds what is missing), so a crash may lose

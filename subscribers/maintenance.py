@@ -15,6 +15,7 @@ from core.context import Context
 from core.db import utcnow
 from core.models import subscribers, subscriptions, webhook_events
 from core.runs import JobResult
+from core.states import JobOutcome
 
 
 def expire_pending(ctx: Context, now: datetime | None = None) -> int:
@@ -49,4 +50,4 @@ def run_maintenance(ctx: Context) -> JobResult:
     """The scheduler's daily job."""
     expired = expire_pending(ctx)
     purged = purge_webhook_events(ctx)
-    return JobResult("ok", f"{expired} unconfirmed sign-ups expired, {purged} webhook events purged")
+    return JobResult(JobOutcome.OK, f"{expired} unconfirmed sign-ups expired, {purged} webhook events purged")
