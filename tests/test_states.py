@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import insert, text, update
 from sqlalchemy.exc import IntegrityError
 
-from core.db import utcnow
+from core.db import new_id, utcnow
 from core.models import articles, deliveries, issues, lists, metadata, queue_items
 from core.states import DeliveryState, IssueStatus, QueueState
 
@@ -41,9 +41,9 @@ def test_every_state_constraint_in_the_database_admits_exactly_its_enum(ctx):
 
 
 def _issue(conn) -> int:
-    list_id = conn.execute(insert(lists).values(slug="l", name="L", created_at=utcnow())).inserted_primary_key[0]
-    return conn.execute(insert(issues).values(list_id=list_id, period="2026-W01", created_at=utcnow(),
-                                              status=IssueStatus.FROZEN)).inserted_primary_key[0]
+    list_id = new_id(conn.execute(insert(lists).values(slug="l", name="L", created_at=utcnow())))
+    return new_id(conn.execute(insert(issues).values(
+        list_id=list_id, period="2026-W01", created_at=utcnow(), status=IssueStatus.FROZEN)))
 
 
 def test_a_misspelt_issue_status_is_refused(ctx):
