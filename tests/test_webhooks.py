@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from core.models import events, subscribers, subscriptions, suppressions, webhook_events
 from subscribers.store import add_subscriber
-from subscribers.webhooks import sns_string_to_sign, trusted_cert_path
+from subscribers.webhooks.ses import sns_string_to_sign, trusted_cert_path
 from tests.test_web_helpers import make_app
 
 PEOPLE = ("hard@example.com", "soft@example.com", "spam@example.com", "leave@example.com")

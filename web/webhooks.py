@@ -1,4 +1,4 @@
-"""`/webhooks/<provider>`: a thin shell over subscribers.webhooks (verification lives there)."""
+"""`/webhooks/<provider>`: a thin shell over subscribers.webhooks (one module per provider)."""
 
 from __future__ import annotations
 
