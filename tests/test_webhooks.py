@@ -200,8 +200,11 @@ def test_resend_svix(ctx, client, people, monkeypatch):
                        headers=_svix(body, ts=int(time.time()) - 3600)).status_code == 403
     assert client.post("/webhooks/resend", data=body, headers={"svix-id": "x"}).status_code == 401
     assert _stored(ctx) == 0
-    assert client.post("/webhooks/resend", data=body, headers=_svix(body)).status_code == 200
-    assert client.post("/webhooks/resend", data=body, headers=_svix(body)).json["duplicates"] == 1
+    signed = _svix(body)
+    assert client.post("/webhooks/resend", data=body, headers=signed).status_code == 200
+    assert client.post("/webhooks/resend", data=body, headers=signed).status_code == 403  # replay
+    retry = _svix(body, ts=int(time.time()) - 5)  # Svix signs each attempt anew
+    assert client.post("/webhooks/resend", data=body, headers=retry).json["duplicates"] == 1
     assert _suppressed(ctx) == {"spam@example.com": "complained"}
     bounce = json.dumps({"type": "email.bounced", "data": {"to": ["hard@example.com"],
                                                             "bounce": {"type": "Permanent"}}}).encode()

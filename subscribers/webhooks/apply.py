@@ -41,8 +41,8 @@ def store_and_apply(ctx: Context, provider: str, event: Event) -> bool:
     try:
         with ctx.engine.begin() as conn:
             conn.execute(insert(webhook_events).values(
-                provider=provider, event_id=event.event_id[:200], kind=event.kind, email=email,
-                payload=event.payload, received_at=utcnow()))
+                provider=provider, event_id=event.event_id.replace("\x00", "")[:200],
+                kind=event.kind, email=email, payload=event.payload, received_at=utcnow()))
             if email:
                 _apply(ctx, conn, provider, event.kind, email)
     except IntegrityError:

@@ -7,7 +7,10 @@ the body into `Event`s; what an event does to a subscriber is decided once, in `
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import math
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -16,14 +19,21 @@ from typing import Any, ClassVar
 
 from core.context import Context
 from core.errors import InvalidInput, KpdigestError
+from subscribers.ratelimit import hit
 
 
 class WebhookRefused(KpdigestError):
-    """Verification failed; `status` is the HTTP answer (401 or 403)."""
+    """Verification failed or cannot finish yet; `status` is the HTTP answer (401, 403, or
+    429 with `retry_after` seconds when the provider should try again later)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+
+
+class Malformed(InvalidInput):
+    """The body is not JSON, too deep, too large, or not the provider's documented shape."""
 
 
 @dataclass
@@ -53,11 +63,55 @@ class Provider(ABC):
         """The request's events, or WebhookRefused / InvalidInput before anything is stored."""
 
 
-def parse_json(body: bytes) -> Any:
+MAX_DEPTH = 32  # the providers' documented events nest 5 levels at most
+MAX_BYTES = 4 * 1024 * 1024  # a library-side bound; the web app's limit is lower
+_SPECIAL = re.compile(r'["\\\[\]{}]')
+
+
+def nesting(text: str, limit: int = MAX_DEPTH) -> int:
+    """How deep the JSON text nests, counted in one linear pass; stops past `limit`."""
+    level = deepest = 0
+    in_string, skip = False, -1
+    for m in _SPECIAL.finditer(text):
+        i, c = m.start(), m.group()
+        if i == skip:
+            continue
+        if in_string:
+            if c == "\\":
+                skip = i + 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            level += 1
+            deepest = max(deepest, level)
+            if deepest > limit:
+                break
+        else:
+            level -= 1
+    return deepest
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(body: bytes | str, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES) -> Any:
+    """JSON within bounds: size and depth are checked before the parser runs, so no body
+    can exhaust memory or the stack; anything else is Malformed (a 400)."""
+    if len(body) > max_bytes:
+        raise Malformed(f"the body is larger than {max_bytes} bytes")
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("the body is not JSON") from exc
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+    except UnicodeDecodeError as exc:
+        raise Malformed("the body is not UTF-8") from exc
+    if nesting(text, max_depth) > max_depth:
+        raise Malformed(f"the JSON nests deeper than {max_depth} levels")
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise Malformed("the body is not JSON") from exc
 
 
 def secret(ctx: Context, name: str) -> str:
@@ -70,10 +124,23 @@ def secret(ctx: Context, name: str) -> str:
 def fresh(ctx: Context, timestamp: str | int | float, max_age: int | None = None) -> None:
     try:
         ts = float(timestamp)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise WebhookRefused(403, "bad timestamp") from exc
-    if abs(time.time() - ts) > (max_age or ctx.config.webhooks.max_age_seconds):
+    if not math.isfinite(ts) or abs(time.time() - ts) > (max_age or ctx.config.webhooks.max_age_seconds):
         raise WebhookRefused(403, "stale timestamp: a replayed or delayed request")
+
+
+def same(expected: str, given: str) -> bool:
+    """Constant-time comparison that any text can go through (non-ASCII included)."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
+
+
+def once(ctx: Context, key: str, what: str) -> None:
+    """Refuse a signed request seen before inside the replay window (a byte-for-byte replay;
+    providers sign each retry anew, and a retry of a stored event is a duplicate anyway)."""
+    window = 2 * max(ctx.config.webhooks.max_age_seconds, ctx.config.webhooks.sns_max_age_seconds)
+    if not hit(ctx, f"webhook-once:{digest(key)}", 1, window):
+        raise WebhookRefused(403, f"replayed {what}")
 
 
 def digest(*parts: Any) -> str:
