@@ -30,7 +30,8 @@ def body_limit(endpoint: str | None) -> int:
 def _limit_body() -> None:
     limit = body_limit(request.endpoint)
     request.max_content_length = limit
-    request.max_form_memory_size = min(limit, ctx().config.web.form_max_kb * KB)
+    if request.endpoint not in IMPORT_ENDPOINTS:  # the import's parser buffers file chunks
+        request.max_form_memory_size = min(limit, ctx().config.web.form_max_kb * KB)
 
 
 def init_app(app: Flask) -> None:

@@ -94,7 +94,10 @@ def certificate_for(pem: bytes, now: dt.datetime | None = None) -> x509.Certific
     """The certificate in `pem`, if it is one for an SNS host and valid now; else ValueError."""
     if len(pem) > MAX_PEM:
         raise ValueError("larger than a certificate")
-    cert = x509.load_pem_x509_certificate(pem)  # ValueError when it is not a certificate
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError as exc:
+        raise ValueError("the answer is not a PEM certificate") from exc
     names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
