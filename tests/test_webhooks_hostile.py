@@ -228,3 +228,15 @@ def test_stale_sns_message_is_refused(ctx, client, signers):
     old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
     headers, body = signers._sign_ses({"notificationType": "Bounce"}, when=old)
     assert client.post("/webhooks/ses", data=body, headers=headers).status_code == 403
+
+
+def test_nul_characters_in_forms_are_400_not_a_database_error(ctx, client):
+    """Found by the property test on PostgreSQL (which cannot store NUL): was a 500."""
+    token = csrf(client)
+    for route, form in (("/subscribe", {"email": "a@example.com", "name": "x\x00y",
+                                        "consent": "yes"}),
+                        ("/login", {"email": "a\x00@example.com", "password": "p"}),
+                        ("/manage", {"email": "a\x00@example.com"})):
+        assert client.post(route, data={**form, "csrf_token": token}).status_code == 400, route
+    assert client.get("/", headers={"User-Agent": "x\x00"}).status_code == 400
+    assert _state(ctx) == (0, 0, 0, 0)

@@ -86,6 +86,8 @@ class WebhookSigners:
                 "Content-Type": "application/json"}, body
 
     def _sign_mailgun(self, event: Any, ts: int | None = None) -> Request:
+        if isinstance(event, bytes):
+            event = event.decode("utf-8", "replace")
         stamp, token = str(ts or int(time.time())), uuid.uuid4().hex
         sig = hmac.new(self.mailgun.encode(), (stamp + token).encode(), hashlib.sha256)
         body = {"signature": {"timestamp": stamp, "token": token, "signature": sig.hexdigest()},
