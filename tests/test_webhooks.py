@@ -270,3 +270,14 @@ def test_ses_sns_signature(ctx, client, people, sns_key):
 
 def test_unknown_provider_is_refused(client):
     assert client.post("/webhooks/nope", data=b"{}").status_code == 403
+
+
+def test_docs_table_comes_from_the_registry():
+    """docs/web.md's provider table is the registry's: adding a provider is one module plus
+    one registry line, and the docs cannot forget it."""
+    from core.config import PROJECT_ROOT
+    from subscribers.webhooks.registry import PROVIDERS, docs_table
+
+    doc = (PROJECT_ROOT / "docs" / "web.md").read_text(encoding="utf-8")
+    assert docs_table() in doc
+    assert list(PROVIDERS) == ["postmark", "sendgrid", "mailgun", "resend", "ses"]

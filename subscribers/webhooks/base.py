@@ -48,14 +48,15 @@ class Event:
 class Provider(ABC):
     """One mail provider's webhook: how it is verified, and how its body becomes events.
 
-    `secrets` are the KPDIGEST_* environment variables it needs; `verification` and
-    `replay` are the one-line rules the docs' table shows.
+    `secrets` are the KPDIGEST_* environment variables it needs (lower case, without the
+    prefix); `verification` and `replay` are the rules the docs' table shows.
     """
 
     name: ClassVar[str]
     secrets: ClassVar[tuple[str, ...]] = ()
     verification: ClassVar[str] = ""
     replay: ClassVar[str] = ""
+    secret_note: ClassVar[str] = ""  # e.g. the secret's format, after the variable names
 
     @abstractmethod
     def verify(self, ctx: Context, headers: Mapping[str, str], body: bytes,
@@ -126,7 +127,8 @@ def fresh(ctx: Context, timestamp: str | int | float, max_age: int | None = None
         ts = float(timestamp)
     except (TypeError, ValueError, OverflowError) as exc:
         raise WebhookRefused(403, "bad timestamp") from exc
-    if not math.isfinite(ts) or abs(time.time() - ts) > (max_age or ctx.config.webhooks.max_age_seconds):
+    limit = max_age or ctx.config.webhooks.max_age_seconds
+    if not math.isfinite(ts) or abs(time.time() - ts) > limit:  # NaN compares false: refuse
         raise WebhookRefused(403, "stale timestamp: a replayed or delayed request")
 
 

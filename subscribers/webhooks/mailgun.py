@@ -28,9 +28,11 @@ MAX_TOKEN = 128  # Mailgun's tokens are 50 characters
 class Mailgun(Provider):
     name = "mailgun"
     secrets = ("mailgun_webhook_signing_key",)
-    verification = "HMAC-SHA256 of timestamp + token; each token accepted once"
-    replay = ("timestamp within `webhooks.max_age_seconds`; each token accepted once (Mailgun "
-              "signs the token, not the body); events stored once by `event-data.id`")
+    verification = ("HMAC-SHA256 of timestamp + token (inside the JSON, so the body is "
+                    "parsed first, within bounds)")
+    replay = ("timestamp within `webhooks.max_age_seconds`; each token accepted once "
+              "(403 after: Mailgun signs the token, not the body); events stored once "
+              "by `event-data.id`")
 
     def verify(self, ctx: Context, headers: Mapping[str, str], body: bytes,
                secure: bool) -> list[Event]:

@@ -27,9 +27,9 @@ SOFT = {"SoftBounce", "Transient", "DnsError", "MailboxFull", "AutoResponder"}
 class Postmark(Provider):
     name = "postmark"
     secrets = ("postmark_webhook_user", "postmark_webhook_password")
-    verification = "HTTP basic auth, refused over plain http (`webhooks.require_https`)"
-    replay = ("none in the request (basic auth); each event is stored once by its ID, so "
-              "a replay is answered 200 as a duplicate and changes nothing")
+    verification = ("HTTP basic auth, refused over plain http (`webhooks.require_https`)")
+    replay = ("none in the request (basic auth); each event is stored once by its ID, "
+              "so a replay is answered 200 as a duplicate and changes nothing")
 
     def verify(self, ctx: Context, headers: Mapping[str, str], body: bytes,
                secure: bool) -> list[Event]:

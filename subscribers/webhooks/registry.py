@@ -15,3 +15,13 @@ PROVIDERS: dict[str, Provider] = {p.name: p for p in (
     resend.PROVIDER,
     ses.PROVIDER,
 )}
+
+
+def docs_table() -> str:
+    """The providers' table of docs/web.md (a test holds the two equal)."""
+    rows = ["| provider | verification | replay rule | secret (environment) |",
+            "|---|---|---|---|"]
+    for p in PROVIDERS.values():
+        env = ", ".join(f"`KPDIGEST_{s.upper()}`" for s in p.secrets) or "none"
+        rows.append(f"| {p.name} | {p.verification} | {p.replay} | {env}{p.secret_note} |")
+    return "\n".join(rows)

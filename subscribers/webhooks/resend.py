@@ -27,9 +27,12 @@ from subscribers.webhooks.base import (
 class Resend(Provider):
     name = "resend"
     secrets = ("resend_webhook_secret",)
-    verification = "Svix: HMAC-SHA256 over `id.timestamp.body` (`svix-*` headers)"
-    replay = ("timestamp within `webhooks.max_age_seconds`; the same signed request is "
-              "accepted once; events stored once by `svix-id`")
+    secret_note = " (`whsec_...`)"
+    verification = ("Svix: HMAC-SHA256 over `id.timestamp.body` (`svix-*` headers), "
+                    "verified before the body is parsed")
+    replay = ("timestamp within `webhooks.max_age_seconds`; the same signed request "
+              "is accepted once (403 after; Svix signs each retry anew); events "
+              "stored once by `svix-id`")
 
     def verify(self, ctx: Context, headers: Mapping[str, str], body: bytes,
                secure: bool) -> list[Event]:

@@ -45,9 +45,11 @@ def _key(value: str) -> ec.EllipticCurvePublicKey:
 class SendGrid(Provider):
     name = "sendgrid"
     secrets = ("sendgrid_webhook_public_key",)
-    verification = "ECDSA P-256/SHA-256 over timestamp + body (`X-Twilio-Email-Event-Webhook-*`)"
-    replay = ("timestamp within `webhooks.max_age_seconds`; the same signature is accepted "
-              "once; events stored once by `sg_event_id`")
+    secret_note = " (base64 DER or PEM)"
+    verification = ("ECDSA P-256/SHA-256 over timestamp + raw body "
+                    "(`X-Twilio-Email-Event-Webhook-*`), verified before the body is parsed")
+    replay = ("timestamp within `webhooks.max_age_seconds`; the same signature is "
+              "accepted once (403 after); events stored once by `sg_event_id`")
 
     def verify(self, ctx: Context, headers: Mapping[str, str], body: bytes,
                secure: bool) -> list[Event]:

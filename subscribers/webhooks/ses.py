@@ -67,10 +67,12 @@ def _envelope(msg: Any) -> dict[str, str]:
 class Ses(Provider):
     name = "ses"
     verification = ("SNS message signature (v1 SHA1, v2 SHA256) with the certificate at "
-                    "`SigningCertURL`, whose host must match `webhooks.ses_cert_host`; "
-                    "certificates come from `var/sns-certs/` only (429 while one is fetched)")
-    replay = ("`Timestamp` within `webhooks.sns_max_age_seconds`; SNS retries send the same "
-              "message, stored once by `MessageId` (a replay is a duplicate, 200)")
+                    "`SigningCertURL` (https, host matching `webhooks.ses_cert_host`, "
+                    "`.pem`, no port or query), taken only from `var/sns-certs/`; optional "
+                    "`webhooks.ses_topic_arns`")
+    replay = ("`Timestamp` within `webhooks.sns_max_age_seconds`; SNS retries resend "
+              "the same message, stored once by `MessageId` (a replay is a duplicate: "
+              "200, no change)")
 
     def verify(self, ctx: Context, headers: Mapping[str, str], body: bytes,
                secure: bool) -> list[Event]:
