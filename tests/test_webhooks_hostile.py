@@ -240,3 +240,9 @@ def test_nul_characters_in_forms_are_400_not_a_database_error(ctx, client):
         assert client.post(route, data={**form, "csrf_token": token}).status_code == 400, route
     assert client.get("/", headers={"User-Agent": "x\x00"}).status_code == 400
     assert _state(ctx) == (0, 0, 0, 0)
+
+
+def test_an_unreadable_pinned_certificate_is_refused_not_a_500(ctx, client, signers):
+    trusted_cert_path(ctx, CERT_URL).write_bytes(b"not a certificate")
+    _, body = signers.hard_bounce("ses", "a@example.com")
+    assert client.post("/webhooks/ses", data=body).status_code == 403

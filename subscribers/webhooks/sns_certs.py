@@ -68,7 +68,11 @@ def cached_cert(ctx: Context, url: str) -> x509.Certificate:
     check_url(ctx, url)
     path = trusted_cert_path(ctx, url)
     if path.exists():
-        return x509.load_pem_x509_certificate(path.read_bytes())
+        try:
+            return x509.load_pem_x509_certificate(path.read_bytes())
+        except ValueError as exc:  # a pinned file that is no certificate: the operator's to fix
+            log.error("%s is not a PEM certificate; SES webhooks using it are refused", path)
+            raise WebhookRefused(403, "the pinned signing certificate is unreadable") from exc
     _want(ctx, url)
     raise WebhookRefused(429, "the signing certificate is being fetched: try again",
                          retry_after=RETRY_AFTER)
