@@ -7,7 +7,9 @@ holds it, before anything runs.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import secrets
 import tomllib
 import types
@@ -173,7 +175,9 @@ class Web:
     consent_text: str = "Yes, send me the weekly digest."
     consent_version: str = "1"
     trusted_proxies: int = 0
+    proxy_address: str = "127.0.0.1"
     import_max_mb: int = 200
+    form_max_kb: int = 64
 
 
 @dataclass
@@ -185,6 +189,7 @@ class Webhooks:
     sns_max_age_seconds: int = 3600
     ses_cert_host: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
     ses_topic_arns: list[str] = field(default_factory=list)
+    body_max_kb: int = 1024
 
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -339,6 +344,27 @@ def _validate(cfg: Config) -> None:
                 raise ConfigError(f"feeds[{i}].topics: unknown topic {t!r}")
     if cfg.selection.min_items > cfg.selection.max_items:
         raise ConfigError("selection.min_items: larger than selection.max_items")
+    _validate_web(cfg)
+
+
+def _validate_web(cfg: Config) -> None:
+    if cfg.web.trusted_proxies < 0:
+        raise ConfigError("web.trusted_proxies: must be 0 (no proxy) or more")
+    if cfg.web.proxy_address != "*":
+        try:
+            ipaddress.ip_address(cfg.web.proxy_address)
+        except ValueError as exc:
+            raise ConfigError(f"web.proxy_address: {cfg.web.proxy_address!r} is not an IP "
+                              "address or '*'") from exc
+    for key, value in (("web.form_max_kb", cfg.web.form_max_kb),
+                       ("webhooks.body_max_kb", cfg.webhooks.body_max_kb),
+                       ("web.import_max_mb", cfg.web.import_max_mb)):
+        if value < 1:
+            raise ConfigError(f"{key}: must be at least 1")
+    try:
+        re.compile(cfg.webhooks.ses_cert_host)
+    except re.error as exc:
+        raise ConfigError(f"webhooks.ses_cert_host: not a regular expression ({exc})") from exc
 
 
 def load_config(path: str | os.PathLike[str] | None = None,

@@ -66,13 +66,19 @@ def serve(obj: Lazy, host: str | None, port: int | None) -> None:
     """Serve the web app on a production WSGI server (waitress)."""
     from waitress import serve as waitress_serve
 
+    from subscribers.webhooks.sns_certs import start_fetcher
     from web import create_app
+    from web.server import waitress_options
 
     ctx = get(obj)
     app = create_app(ctx)
     h, p = host or ctx.config.web.host, port or ctx.config.web.port
-    click.echo(f"serving on http://{h}:{p}")
-    waitress_serve(app, host=h, port=p)
+    options = waitress_options(ctx.config)
+    proxy = (f"behind {ctx.config.web.trusted_proxies} trusted proxy(ies) at "
+             f"{options['trusted_proxy']}") if "trusted_proxy" in options else "no proxy trusted"
+    start_fetcher(ctx)
+    click.echo(f"serving on http://{h}:{p} ({proxy})")
+    waitress_serve(app, host=h, port=p, **options)
 
 
 def register(group: click.Group) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from core.models import events, subscribers, subscriptions, suppressions, webhook_events
 from subscribers.store import add_subscriber
-from subscribers.webhooks import sns_string_to_sign, trusted_cert_path
+from subscribers.webhooks.ses import sns_string_to_sign, trusted_cert_path
 from tests.test_web_helpers import make_app
 
 PEOPLE = ("hard@example.com", "soft@example.com", "spam@example.com", "leave@example.com")
@@ -200,8 +200,11 @@ def test_resend_svix(ctx, client, people, monkeypatch):
                        headers=_svix(body, ts=int(time.time()) - 3600)).status_code == 403
     assert client.post("/webhooks/resend", data=body, headers={"svix-id": "x"}).status_code == 401
     assert _stored(ctx) == 0
-    assert client.post("/webhooks/resend", data=body, headers=_svix(body)).status_code == 200
-    assert client.post("/webhooks/resend", data=body, headers=_svix(body)).json["duplicates"] == 1
+    signed = _svix(body)
+    assert client.post("/webhooks/resend", data=body, headers=signed).status_code == 200
+    assert client.post("/webhooks/resend", data=body, headers=signed).status_code == 403  # replay
+    retry = _svix(body, ts=int(time.time()) - 5)  # Svix signs each attempt anew
+    assert client.post("/webhooks/resend", data=body, headers=retry).json["duplicates"] == 1
     assert _suppressed(ctx) == {"spam@example.com": "complained"}
     bounce = json.dumps({"type": "email.bounced", "data": {"to": ["hard@example.com"],
                                                             "bounce": {"type": "Permanent"}}}).encode()
@@ -267,3 +270,14 @@ def test_ses_sns_signature(ctx, client, people, sns_key):
 
 def test_unknown_provider_is_refused(client):
     assert client.post("/webhooks/nope", data=b"{}").status_code == 403
+
+
+def test_docs_table_comes_from_the_registry():
+    """docs/web.md's provider table is the registry's: adding a provider is one module plus
+    one registry line, and the docs cannot forget it."""
+    from core.config import PROJECT_ROOT
+    from subscribers.webhooks.registry import PROVIDERS, docs_table
+
+    doc = (PROJECT_ROOT / "docs" / "web.md").read_text(encoding="utf-8")
+    assert docs_table() in doc
+    assert list(PROVIDERS) == ["postmark", "sendgrid", "mailgun", "resend", "ses"]

@@ -23,6 +23,7 @@ def create_app(ctx: Context | None = None, test_config: dict[str, Any] | None = 
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=cfg.site.base_url.startswith("https://"),
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        # The largest body of all (the CSV import); each route lowers it (web.limits).
         MAX_CONTENT_LENGTH=cfg.web.import_max_mb * 1024 * 1024,
     )
     if test_config:
@@ -38,9 +39,10 @@ def create_app(ctx: Context | None = None, test_config: dict[str, Any] | None = 
 
 
 def _register(app: Flask) -> None:
-    from web import admin, auth, desk, public, security, webhooks
+    from web import admin, auth, desk, limits, public, security, webhooks
 
     security.init_app(app)
+    limits.init_app(app)
     for bp in (public.bp, auth.bp, desk.bp, admin.bp, webhooks.bp):
         app.register_blueprint(bp)
 
@@ -58,7 +60,7 @@ def _register(app: Flask) -> None:
     @app.errorhandler(413)
     def _too_large(_exc: Exception) -> tuple[str, int]:
         return render_template("message.html", title="Too large",
-                               message="The upload is larger than this site accepts."), 413
+                               message="The request is larger than this page accepts."), 413
 
     @app.after_request
     def _headers(resp: Response) -> Response:

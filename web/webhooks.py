@@ -1,9 +1,15 @@
-"""`/webhooks/<provider>`: a thin shell over subscribers.webhooks (verification lives there)."""
+"""`/webhooks/<provider>`: a thin shell over subscribers.webhooks (one module per provider).
+
+Every refusal is a 4xx with a one-line JSON reason: 401/403 unverified, 400 malformed,
+413 too large (the body limit is `webhooks.body_max_kb`, set in `web.limits`), 429 with
+Retry-After when SES must wait for its certificate.
+"""
 
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from core.errors import InvalidInput
 from subscribers.webhooks import WebhookRefused, receive
@@ -15,9 +21,13 @@ bp = Blueprint("webhooks", __name__)
 @bp.post("/webhooks/<provider>", endpoint="receive")
 def receive_view(provider: str) -> ResponseReturnValue:
     try:
-        counts = receive(ctx(), provider, request.headers, request.get_data(cache=False), request.is_secure)
+        body = request.get_data(cache=False)
+        counts = receive(ctx(), provider, request.headers, body, request.is_secure)
+    except RequestEntityTooLarge:
+        return jsonify(error="the body is larger than this webhook accepts"), 413
     except WebhookRefused as exc:
-        return jsonify(error=str(exc)), exc.status
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+        return jsonify(error=str(exc)), exc.status, headers
     except InvalidInput as exc:
         return jsonify(error=str(exc)), 400
     return jsonify(ok=True, **counts), 200
