@@ -1,8 +1,16 @@
 """Collect 200 feeds of 50 entries from loopback servers that answer after 50 ms: the first
-run (everything new) and the second (every feed answers 304 Not Modified).
+run (everything new) and the second (every feed answers 304 Not Modified), timed as the step
+inside this process and as the whole `kpdigest collect` command (process start to exit,
+under `/usr/bin/time`, with its peak RSS).
 
     .venv/bin/python -m benchmarks.bench_collect [--feeds 200] [--entries 50] [--delay 0.05]
+        [--corpus ordinary|near|identical|distinct|all] [--command] [--as-limit BYTES]
 
+Corpora: `ordinary` (articles of a heavy-tailed vocabulary: same-topic, rarely copies), and
+three adversarial ones: `near` (every item written from one small vocabulary, as templated
+feeds are: all near-identical), `identical` (one article republished under a new guid, every
+item) and `distinct` (no two items share a word). `--command` runs `kpdigest collect` as a
+process twice (under `prlimit --as` with `--as-limit`); without it the step runs in-process.
 The feeds are spread over 25 servers (ports) on 127.0.0.1, 8 feeds each, so that the
 per-host limit behaves as with real publishers. The servers run in a process of their own,
 so that the collector's figures are the collector's. SQLite database in a temporary folder.
@@ -15,6 +23,8 @@ import multiprocessing
 import os
 import random
 import resource
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -29,7 +39,7 @@ from sqlalchemy import func, insert, select
 from core.config import PROJECT_ROOT, load_config
 from core.context import Context
 from core.db import migrate, utcnow
-from core.models import articles, feeds
+from core.models import articles, articles_ungrouped, feeds
 
 TOPIC_WORDS = ["keratosis", "pilaris", "urea", "lactic", "acid", "bumps", "arms", "thighs", "skin",
                "barrier", "moisturiser", "routine", "serum", "exfoliation", "gentle", "shower", "winter",
@@ -51,13 +61,46 @@ def article_text(rng: random.Random, vocab: list[str], words: int = 90) -> str:
     return " ".join(picks[i] if i % 15 else rng.choice(TOPIC_WORDS) for i in range(words))
 
 
-def feed_xml(feed: int, entries: int, rng: random.Random, vocab: list[str]) -> bytes:
+TEMPLATE_WORDS = ["deal", "coupon", "save", "percent", "today", "only", "voucher", "price", "store",
+                  "offer", "discount", "shipping", "free", "order", "cream", "lotion", "serum", "urea",
+                  "bundle", "limited", "exclusive", "member", "checkout", "online", "brand", "skin",
+                  "bargain", "clearance", "promo", "code"]
+REPUBLISHED = ("A gentle routine for keratosis pilaris: urea cream after the shower, lactic acid "
+               "lotion at night, a humidifier in winter, loose cotton sleeves, and patience, because "
+               "the bumps on arms and thighs fade over weeks rather than days. Dermatologists advise "
+               "against scrubbing, which inflames the follicles and leaves redness behind.")
+
+
+def item_text(corpus: str, rng: random.Random, vocab: list[str], n: int) -> tuple[str, str]:
+    """(title, text) of the n-th item of a corpus."""
+    if corpus == "near":  # a template filled from one small vocabulary: all look alike
+        return (f"Deal {n}: {' '.join(rng.sample(TEMPLATE_WORDS, 4))}",
+                " ".join(rng.choice(TEMPLATE_WORDS) for _ in range(60)))
+    if corpus == "identical":  # one article, republished under a new guid every time
+        return "Keratosis pilaris: a gentle routine", REPUBLISHED
+    if corpus == "distinct":  # words of its own: no two items share one
+        return f"Note {n}", " ".join(f"{_letters(n)}x{_letters(w)}" for w in range(60))
+    return article_text(rng, vocab, 6), article_text(rng, vocab)
+
+
+def _letters(n: int) -> str:
+    """n written in letters (a word for the parser, which skips digits)."""
+    out = ""
+    while True:
+        n, d = divmod(n, 26)
+        out += chr(97 + d)
+        if not n:
+            return out
+
+
+def feed_xml(feed: int, entries: int, rng: random.Random, vocab: list[str],
+             corpus: str = "ordinary") -> bytes:
     now = utcnow()
     items = []
     for i in range(entries):
-        text = article_text(rng, vocab)
+        title, text = item_text(corpus, rng, vocab, feed * entries + i)
         items.append(
-            f"<item><title>Feed {feed} note {i}: {article_text(rng, vocab, 6)}</title>"
+            f"<item><title>Feed {feed} note {i}: {title}</title>"
             f"<link>https://site{feed}.example.com/notes/{i}?utm_source=rss</link>"
             f'<guid isPermaLink="false">f{feed}-{i}</guid><pubDate>{format_datetime(now)}</pubDate>'
             f"<description><![CDATA[<p>{text}</p><p><a href=\"/more/{i}\">more</a></p>]]>"
@@ -110,14 +153,13 @@ def serve(per_server: list[dict[str, bytes]], delay: float, ports: Connection) -
 OVERRIDES: dict[str, Any] = {}
 
 
-def run(n_feeds: int, n_entries: int, delay: float, servers: int = 25) -> dict[str, float]:
-    from pipeline.collect.run import collect
-
+def run(n_feeds: int, n_entries: int, delay: float, servers: int = 25, corpus: str = "ordinary",
+        command: bool = False, as_limit: int | None = None) -> dict[str, float]:
     rng = random.Random(7)
     vocab = vocabulary(rng)
     per_server = [dict[str, bytes]() for _ in range(servers)]
     for f in range(n_feeds):
-        per_server[f % servers][f"/feed{f}.xml"] = feed_xml(f, n_entries, rng, vocab)
+        per_server[f % servers][f"/feed{f}.xml"] = feed_xml(f, n_entries, rng, vocab, corpus)
     mp = multiprocessing.get_context("spawn")
     here, there = mp.Pipe()
     server = mp.Process(target=serve, args=(per_server, delay, there), daemon=True)
@@ -136,20 +178,51 @@ def run(n_feeds: int, n_entries: int, delay: float, servers: int = 25) -> dict[s
         with ctx.engine.begin() as conn:
             conn.execute(insert(feeds), [{"name": f"Feed {i}", "url": u, "topics": [], "created_at": utcnow()}
                                          for i, u in enumerate(urls)])
-        c0, t0 = cpu_seconds(), time.perf_counter()
-        first = collect(ctx)
-        c1, t1 = cpu_seconds(), time.perf_counter()
-        second = collect(ctx)
-        c2, t2 = cpu_seconds(), time.perf_counter()
+        result = (in_commands(cfg_path, f"sqlite:///{tmp}/bench.db", as_limit) if command
+                  else in_process(ctx))
         with ctx.engine.connect() as conn:
-            stored = conn.execute(select(func.count()).select_from(articles)).scalar_one()
+            count = select(func.count())
+            result["articles"] = stored = conn.execute(count.select_from(articles)).scalar_one()
+            result["stories"] = conn.execute(select(func.count(articles.c.story_id.distinct()))).scalar_one()
+            assert conn.execute(count.select_from(articles_ungrouped)).scalar_one() == 0, "left ungrouped"
         ctx.close()
     here.send("stop")
     server.join(5)
-    assert not first.failed and first.new == stored == n_feeds * n_entries, (first.new, stored)
+    assert stored == n_feeds * n_entries, stored
+    return result
+
+
+def in_process(ctx: Context) -> dict[str, float]:
+    """Both runs as the step inside this process (`collect`), after its imports."""
+    from pipeline.collect.run import collect
+
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    first = collect(ctx)
+    c1, t1 = cpu_seconds(), time.perf_counter()
+    second = collect(ctx)
+    c2, t2 = cpu_seconds(), time.perf_counter()
+    assert not first.failed, first.failed
     assert all(o.not_modified for o in second.outcomes)
-    return {"first": t1 - t0, "second": t2 - t1, "articles": stored, "first_cpu": c1 - c0,
-            "second_cpu": c2 - c1}
+    return {"first": t1 - t0, "second": t2 - t1, "first_cpu": c1 - c0, "second_cpu": c2 - c1,
+            "grouped": first.grouped, "clusters": len(first.clusters)}
+
+
+def in_commands(cfg_path: Path, url: str, as_limit: int | None) -> dict[str, float]:
+    """Both runs as `kpdigest collect` processes, start to exit: /usr/bin/time's elapsed wall
+    time and peak RSS (under `prlimit --as` when `as_limit` is given)."""
+    env = {**os.environ, "KPDIGEST_DATABASE_URL": url, "KPDIGEST_SECRET_KEY": "bench"}
+    cap = ["prlimit", f"--as={as_limit}"] if as_limit else []
+    out: dict[str, float] = {}
+    for name in ("first", "second"):
+        proc = subprocess.run([*cap, "/usr/bin/time", "-f", "TIME %e %M", sys.executable, "-m", "kpdigest",
+                               "--config", str(cfg_path), "collect"],
+                              env=env, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} collect failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        wall, rss_kb = proc.stderr.rsplit("TIME ", 1)[1].split()
+        out[name], out[f"{name}_rss"] = float(wall), int(rss_kb) / 1024
+        out[f"{name}_summary"] = proc.stdout.strip().splitlines()[-1]  # type: ignore[assignment]
+    return out
 
 
 def cpu_seconds() -> float:
@@ -175,13 +248,28 @@ def main() -> None:
     parser.add_argument("--feeds", type=int, default=200)
     parser.add_argument("--entries", type=int, default=50)
     parser.add_argument("--delay", type=float, default=0.05)
+    parser.add_argument("--corpus", default="ordinary",
+                        choices=["ordinary", "near", "identical", "distinct", "all"])
+    parser.add_argument("--command", action="store_true", help="time `kpdigest collect` processes")
+    parser.add_argument("--as-limit", type=int, default=None, help="prlimit --as for --command")
     args = parser.parse_args([] if __name__ != "__main__" else None)
-    probe = cpu_probe()
-    r = run(args.feeds, args.entries, args.delay)
-    print(f"collect {args.feeds} feeds x {args.entries} entries, server delay {args.delay * 1000:.0f} ms: "
-          f"first {r['first']:.2f} s ({r['articles']} articles, {r['first_cpu']:.1f} s main-process CPU), "
-          f"second (all 304) {r['second']:.2f} s ({r['second_cpu']:.1f} s CPU); "
-          f"load average {os.getloadavg()[0]:.1f}, CPU probe {probe:.2f} s")
+    corpora = ["ordinary", "near", "identical", "distinct"] if args.corpus == "all" else [args.corpus]
+    for corpus in corpora:
+        probe = cpu_probe()
+        r = run(args.feeds, args.entries, args.delay, corpus=corpus, command=args.command,
+                as_limit=args.as_limit)
+        head = (f"collect {corpus} {args.feeds} feeds x {args.entries} entries, server delay "
+                f"{args.delay * 1000:.0f} ms")
+        tail = f"load average {os.getloadavg()[0]:.1f}, CPU probe {probe:.2f} s"
+        if args.command:
+            cap = f" under prlimit --as={args.as_limit}" if args.as_limit else ""
+            print(f"{head}, whole command{cap}: first {r['first']:.2f} s (peak RSS {r['first_rss']:.0f} MB; "
+                  f"{r['articles']} articles, {r['stories']} stories; \"{r['first_summary']}\"), "
+                  f"second (all 304) {r['second']:.2f} s (peak RSS {r['second_rss']:.0f} MB); {tail}")
+        else:
+            print(f"{head}, in-process step: first {r['first']:.2f} s ({r['articles']} articles, "
+                  f"{r['stories']} stories, {r['first_cpu']:.1f} s main-process CPU), second (all 304) "
+                  f"{r['second']:.2f} s ({r['second_cpu']:.1f} s CPU); {tail}")
 
 
 if __name__ == "__main__":

@@ -42,9 +42,12 @@ def collect(obj: Lazy, force: bool) -> None:
                    + (f" (moved to {o.moved_to})" if o.moved_to else ""))
     for name, until in report.waiting:
         click.echo(f"{name}: backing off until {until:%Y-%m-%d %H:%M} UTC (--force to try now)")
+    for name, count in report.clusters:
+        click.echo(f"{name}: {count} near-identical entries grouped into one story")
     click.echo(f"{report.new} new articles from {len(report.outcomes)} feeds, "
                f"{len(report.failed)} failed" + (f", {report.grouped} joined a story as near-duplicates"
-                                                 if report.grouped else ""))
+                                                 if report.grouped else "")
+               + (f", {report.full} began a new story (their story was full)" if report.full else ""))
 
 
 @click.command()

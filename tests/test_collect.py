@@ -16,7 +16,7 @@ from core.models import articles
 from core.models import feeds as feeds_table
 from kpdigest.main import main
 from pipeline.collect.feeds import add_feed, feed_health
-from pipeline.collect.run import PARSE_PROCESSES_FROM, _process_context, collect
+from pipeline.collect.run import PARSE_PROCESSES_FROM, collect
 from tests.feedgen import rss
 
 
@@ -195,7 +195,7 @@ def test_the_sqlite_bulk_insert_stores_what_sqlalchemy_stores(make_ctx):
     from core.db import utcnow
     from core.models import articles
     from pipeline.collect.parse import parse_feed
-    from pipeline.collect.run import _rows, store_feed_articles
+    from pipeline.collect.store import _rows, store_feed_articles
 
     ctx = make_ctx()
     if ctx.engine.dialect.name != "sqlite":
@@ -226,9 +226,9 @@ def _stored(ctx):
     return [{k: v for k, v in r.items() if k not in skip} for r in rows]
 
 
-def test_a_process_without_threads_forks_its_parsers_and_stores_what_threads_store(make_ctx, feed_server):
-    """The CLI forks its parser processes (they start in milliseconds); the stored articles
-    are those of parsing in threads, byte for byte."""
+def test_the_command_parses_in_processes_and_stores_what_threads_store(make_ctx, feed_server):
+    """The CLI parses in processes (started on the first body); the stored articles are
+    those of parsing in threads, byte for byte."""
     words = "urea lactic keratosis pilaris bumps arms thighs gentle routine winter humidity serum"
     feeds = []
     for i in range(PARSE_PROCESSES_FROM + 4):
@@ -249,25 +249,57 @@ def test_a_process_without_threads_forks_its_parsers_and_stores_what_threads_sto
     assert _stored(ctx) == in_threads
 
 
-def test_parsers_are_forked_only_while_no_other_thread_runs():
-    stop = threading.Event()
-    other = threading.Thread(target=stop.wait)
-    other.start()
-    try:
-        assert _process_context().get_start_method() == "forkserver"
-    finally:
-        stop.set()
-        other.join()
-    code = "from pipeline.collect.run import _process_context; print(_process_context().get_start_method())"
-    alone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert alone.stdout.strip() == "fork", alone.stderr
+def serve_conditional(server, path: str, body: bytes) -> None:
+    """`path` serves `body` with an ETag, and 304 Not Modified to a request that has it."""
+    etag = f'"{hash(body) & 0xFFFFFFFF:x}"'
+
+    def handler(h) -> None:
+        unchanged = h.headers.get("If-None-Match") == etag
+        h.send_response(304 if unchanged else 200)
+        h.send_header("ETag", etag)
+        h.send_header("Content-Length", "0" if unchanged else str(len(body)))
+        h.send_header("Content-Type", "application/rss+xml")
+        h.end_headers()
+        if not unchanged:
+            h.wfile.write(body)
+
+    server.routes[path] = handler
+
+
+def test_an_all_304_run_imports_no_parser_or_numpy_and_starts_no_process(make_ctx, feed_server):
+    """Nothing changed: no parser processes, no parser, numpy or grouping code imported. The
+    first run (bodies to parse) starts its parser processes; the second, all 304, none."""
+    feeds = []
+    for i in range(PARSE_PROCESSES_FROM + 2):
+        body = rss(f"P{i}", [{"title": f"KP note {i}", "link": f"https://s{i}.example.com/1",
+                              "description": "<p>urea lactic keratosis pilaris bumps</p>"}])
+        serve_conditional(feed_server, f"/p{i}.xml", body)
+        feeds.append((f"P{i}", feed_server.url(f"/p{i}.xml"), ["kp"]))
+    ctx = make_ctx(feeds=feeds)
+    code = (
+        "import sys, multiprocessing\n"
+        "from core.config import load_config\nfrom core.context import Context\n"
+        "from pipeline.collect import run\n"
+        "started = []\nreal = run.Parsers.close\n"
+        "def close(self):\n    started.append(self.started)\n    real(self)\n"
+        "run.Parsers.close = close\n"
+        f"report = run.collect(Context(load_config({str(ctx.config.source)!r})))\n"
+        "print(report.new, sum(o.not_modified for o in report.outcomes), started[0],\n"
+        "      sorted(m for m in ('numpy', 'feedparser', 'pipeline.collect.parse',\n"
+        "                         'pipeline.collect.dedupe') if m in sys.modules))\n")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    first, second = (r.stdout.strip().split(maxsplit=3) for r in runs)
+    assert first[:3] == [str(len(feeds)), "0", "True"]
+    assert second == ["0", str(len(feeds)), "False", "[]"]
 
 
 def test_a_bulk_insert_among_stored_duplicates_lists_only_what_it_stored(make_ctx):
     from core.db import utcnow
     from core.models import articles_ungrouped
     from pipeline.collect.parse import parse_feed
-    from pipeline.collect.run import store_feed_articles
+    from pipeline.collect.store import store_feed_articles
 
     ctx = make_ctx()
     now = utcnow()

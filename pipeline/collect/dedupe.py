@@ -7,37 +7,40 @@ of their word 3-grams) still share a third or more of their content words, while
 different articles on the same subject share far fewer. `story_id` is the id of the group's
 first article: selection shows each story once.
 
-Grouping works on a whole batch at once, in numpy, so that its cost does not grow with a
-Python loop per stored article: the LSH band keys of every signature (85 bands of 3 values)
-are sorted, articles that share a key with a pending (not yet grouped) article later than
-them are candidate pairs, and candidates are confirmed by their estimated Jaccard similarity.
-Signatures are stored as base64 text, and three values are 16 characters of it, so band keys
-and the cheap confirmation stages read the stored text directly; only the few pairs that pass
-them are decoded and compared value for value.
+Grouping is bounded in memory and time whatever the input (a feed whose every entry is
+alike must not kill the collector): the LSH band keys of every signature (85 bands of 3
+values, read off the stored base64 text) are sorted once; a new article looks in each bucket
+it shares at the bucket's first and latest few rows only, keeps the NEAREST candidates that
+share the most bands, and confirms them by the estimated Jaccard similarity in cheap stages
+(2, 4, 6 bits of each value) before decoding the few that pass. So a cluster of ten thousand
+mutually similar entries is grouped in linear time, and a story holds at most MAX_STORY
+articles. New articles are settled in id order, CHUNK at a time, each chunk committed: a
+killed pass resumes where it stopped. A cluster is reported (collect summary, feed health).
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import math
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
+from itertools import pairwise
 
 import numpy as np
 from sqlalchemy import bindparam, delete, or_, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from core.config import Config
 from core.models import articles, articles_ungrouped
 from pipeline.collect.minhash import NUM_PERM, decode, encode, features, signature, similarity
 
-__all__ = ["Item", "assign_stories", "decode", "encode", "features", "group_items", "group_pending",
-           "group_texts", "signature", "similarity"]
+__all__ = ["Grouping", "Item", "assign_stories", "decode", "encode", "features", "group_items",
+           "group_pending", "group_pending_in_chunks", "group_texts", "signature", "similarity"]
+log = logging.getLogger(__name__)
 
 
 # --- grouping -------------------------------------------------------------------------------
@@ -47,7 +50,6 @@ BANDS = NUM_PERM // ROWS  # 85 bands: 1-(1-J^3)^85 is 98% at Jaccard 0.35, 85% a
 ENCODED = 1368  # len(encode(values)): 1024 bytes in base64
 _BAND_CHARS = 16  # 3 values are 12 bytes, 16 base64 characters: a band is a substring
 _Pairs = tuple[np.ndarray, np.ndarray]
-_PAIRS_PER_CHUNK = 1 << 14  # pairs checked at a time: their rows stay in the CPU caches
 # One character lying wholly inside each value: its 6 bits, a 6-bit MinHash read off the text.
 _SEXTET_AT = np.array([_BAND_CHARS * band + c for band in range(BANDS) for c in (0, 6, 11)]
                       + [_BAND_CHARS * BANDS], dtype=np.intp)
@@ -142,40 +144,6 @@ def _pending_keys(keys: np.ndarray, later: np.ndarray) -> np.ndarray:
     return table[keys & mask]  # type: ignore[no-any-return]
 
 
-def _candidates(keys: np.ndarray, later: np.ndarray,
-                shared: np.ndarray | None) -> Iterator[Callable[[], _Pairs]]:
-    """Chunks of (earlier, later) row pairs that share a band key, the later row pending
-    (`shared`: the only keys worth sorting, None for all), each as a function that lists
-    them: the listing is as costly as the checks, and runs in their threads."""
-    n = len(keys)
-    entries = (keys.astype(np.uint64) << np.uint64(32)) | np.arange(n, dtype=np.uint64)[:, None]
-    entries = entries.ravel() if shared is None else entries[shared]
-    entries.sort()  # by key, then row: a run of equal keys lists its rows in id order
-    if len(entries) < 2:
-        return
-    row = (entries & np.uint64(0xFFFFFFFF)).astype(np.intp)
-    key = entries >> np.uint64(32)
-    index = np.arange(len(entries))
-    run_start = np.where(np.concatenate(([True], key[1:] != key[:-1])), index, 0)
-    np.maximum.accumulate(run_start, out=run_start)
-    before = index - run_start  # rows earlier in the same run
-    before[~later[row]] = 0
-    total = np.cumsum(before)
-    if total[-1] == 0:
-        return
-    bounds = np.searchsorted(total, np.arange(_PAIRS_PER_CHUNK, total[-1], _PAIRS_PER_CHUNK), side="right")
-
-    def pairs(lo: int, hi: int) -> _Pairs:
-        count = before[lo:hi]
-        last = np.repeat(np.arange(lo, hi), count)
-        offset = np.arange(len(last)) - np.repeat(np.cumsum(count) - count, count)
-        return row[run_start[last] + offset], row[last]
-
-    starts, ends = np.concatenate(([0], bounds)).tolist(), np.concatenate((bounds, [len(entries)])).tolist()
-    for lo, hi in zip(starts, ends, strict=True):
-        yield partial(pairs, lo, hi)
-
-
 def _four_bit(sextets: np.ndarray) -> np.ndarray:
     """(rows, 16) uint64: the low 4 bits of each value's sextet, 16 to a word."""
     v = sextets & np.uint8(15)
@@ -192,112 +160,244 @@ def _four_bit_mismatches(packed: np.ndarray, x: np.ndarray, y: np.ndarray) -> np
     return counts[:, 0] + counts[:, 1]  # type: ignore[no-any-return]
 
 
-CONFIRM_THREADS = 2  # numpy lets go of the GIL in the checks: chunks are confirmed in parallel
+# --- bounded candidates --------------------------------------------------------------------
+
+BUDGET = 4096  # listed candidates per new article within which every one is confirmed
+PER_BAND = 4  # past BUDGET, rows one bucket offers: its first 4 and the 4 just before the article
+NEAREST = 16  # past BUDGET, candidates confirmed: those that share the most bands with it
+MAX_STORY = 1000  # articles in one story: the next copy of a full story starts a story of its own
+CHUNK = 1000  # new articles grouped and committed at a time
+CLUSTER_REPORT = 50  # this many entries of one feed joining one story in a pass are reported
+_LISTED_AT_ONCE = 1 << 14  # candidate pairs listed and checked at a time: CPU caches
 
 
-def _in_threads(work: Callable[[Callable[[], _Pairs]], _Pairs],
-                chunks: Iterator[Callable[[], _Pairs]]) -> Iterator[_Pairs]:
-    """`work` over the chunks, in order, a few at a time in a small thread pool: a first
-    collect's hundreds of candidate chunks are the serial end of the run. A single chunk
-    (the usual steady-state pass) is done right here."""
-    first = next(chunks, None)
-    if first is None:
-        return
-    second = next(chunks, None)
-    if second is None:
-        yield work(first)
-        return
-    with ThreadPoolExecutor(CONFIRM_THREADS, thread_name_prefix="kpd-dedupe") as pool:
-        pending: deque[Future[_Pairs]] = deque([pool.submit(work, first), pool.submit(work, second)])
-        for chunk in chunks:
-            pending.append(pool.submit(work, chunk))
-            if len(pending) > 2 * CONFIRM_THREADS:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+@dataclass
+class _Buckets:
+    """Every signature's band keys, sorted once: the row of each (key, row) entry, where its
+    run of equal keys starts, and the entries of pending rows that have an earlier row in
+    their run, ordered by row, so that a chunk of pending rows finds its entries by bisection.
+    A pending row whose buckets hold at most BUDGET earlier rows in all is compared with every
+    one of them; one in crowded buckets (a feed of look-alikes) is `bounded`: it sees only the
+    first and latest PER_BAND rows of each bucket. O(rows x 85) memory, whatever the keys."""
+
+    row: np.ndarray
+    run_start: np.ndarray
+    pend: np.ndarray
+    pend_row: np.ndarray
+    bounded: np.ndarray  # per row
+
+    @classmethod
+    def of(cls, keys: np.ndarray, later: np.ndarray, shared: np.ndarray | None) -> _Buckets:
+        n = len(keys)
+        entries = (keys.astype(np.uint64) << np.uint64(32)) | np.arange(n, dtype=np.uint64)[:, None]
+        entries = entries.ravel() if shared is None else entries[shared]
+        entries.sort()  # by key, then row: a run of equal keys lists its rows in id order
+        row = (entries & np.uint64(0xFFFFFFFF)).astype(np.intp)
+        key = entries >> np.uint64(32)
+        del entries
+        index = np.arange(len(row))
+        starts = np.ones(len(row), dtype=bool)
+        starts[1:] = key[1:] != key[:-1]
+        run_start = np.where(starts, index, 0)
+        np.maximum.accumulate(run_start, out=run_start)
+        pend = np.flatnonzero(later[row] & (run_start < index))
+        pend = pend[np.argsort(row[pend], kind="stable")]
+        listed = np.bincount(row[pend], weights=pend - run_start[pend], minlength=n)
+        return cls(row, run_start, pend, row[pend], listed > BUDGET)
+
+    def pairs(self, lo: int, hi: int) -> Iterator[_Pairs]:
+        """(earlier, later) rows for the pending rows lo <= row < hi, _LISTED_AT_ONCE or so
+        at a time (a row's candidates together), with repeats: a pair listed k times shares
+        k bands. A bounded row lists at most 85 x 2 x PER_BAND, however large its buckets."""
+        a, b = np.searchsorted(self.pend_row, (lo, hi))
+        at = self.pend[a:b]
+        start = self.run_start[at]
+        bounded = self.bounded[self.pend_row[a:b]]
+        count = np.where(bounded, np.minimum(at - start, 2 * PER_BAND), at - start)
+        head = np.where(bounded, PER_BAND, count)  # offsets below it count from the bucket start
+        total = np.cumsum(count)
+        cuts = np.searchsorted(total, np.arange(_LISTED_AT_ONCE, total[-1] if len(total) else 0,
+                                                _LISTED_AT_ONCE))
+        rows = self.pend_row[a:b]
+        cuts = [0, *np.searchsorted(rows, rows[cuts]).tolist(), len(at)]  # at row boundaries
+        for i, j in pairwise(dict.fromkeys(cuts)):
+            c = count[i:j]
+            last = np.repeat(at[i:j], c)
+            offset = np.arange(len(last)) - np.repeat(np.cumsum(c) - c, c)
+            first = np.repeat(start[i:j], c) + offset
+            before = last - 1 - (offset - np.repeat(head[i:j], c))
+            yield self.row[np.where(offset < np.repeat(head[i:j], c), first, before)], self.row[last]
 
 
-def _near_pairs(minhashes: Sequence[str | None], pending: np.ndarray,
-                threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Batch positions (earlier, later) of the pairs whose later item is pending, that share an
-    LSH band and whose signatures agree on at least `threshold` of their values."""
-    none = (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp))
-    need = math.ceil(threshold * NUM_PERM)
-    sigs = _Encoded.of(minhashes)
-    later = pending[sigs.pos]
-    if not later.any() or need > NUM_PERM:
-        return none
-    keys, shared = sigs.band_keys(), None
-    if not later.all():  # only rows sharing a key with a pending row matter
-        shared = _pending_keys(keys, later)
-        rows = np.flatnonzero(shared.any(axis=1))
-        sigs, keys, later, shared = sigs.subset(rows), keys[rows], later[rows], shared[rows]
-    sextets = sigs.sextets()
-    two, four = _two_bit(sextets), _four_bit(sextets)
-    most_two, most_four = NUM_PERM - _two_bit_floor(need), NUM_PERM - need
+def _nearest(x: np.ndarray, y: np.ndarray, n_rows: int, bounded: np.ndarray) -> _Pairs:
+    """Of a bounded row's candidates, the NEAREST that share the most bands
+    (a pair's share of equal bands estimates its share of equal values), earliest first."""
+    crowded = bounded[y]
+    if not crowded.any():  # repeats are harmless to the checks, cheaper than removing them
+        return x, y
+    free_x, free_y, x, y = x[~crowded], y[~crowded], x[crowded], y[crowded]
+    code, counts = np.unique(y.astype(np.int64) * n_rows + x, return_counts=True)
+    later, earlier = np.divmod(code, n_rows)
+    order = np.lexsort((earlier, -counts, later))
+    later, earlier = later[order], earlier[order]
+    rank = np.arange(len(later)) - np.searchsorted(later, later)
+    keep = rank < NEAREST
+    return (np.concatenate((free_x, earlier[keep].astype(np.intp))),
+            np.concatenate((free_y, later[keep].astype(np.intp))))
 
-    def confirm(chunk: Callable[[], _Pairs]) -> _Pairs:
-        x, y = chunk()
-        keep = _two_bit_mismatches(two, x, y) <= most_two  # lets ~1 in 10 through
+
+class _Checks:
+    """The staged confirmation of candidate pairs: 2 bits, 4 bits and 6 bits of each value
+    read off the base64 text (none can reject a pair with `need` equal values), then the
+    few survivors decoded and compared value for value."""
+
+    def __init__(self, sigs: _Encoded, need: int) -> None:
+        self.texts, self.need = sigs.texts, need
+        self.sextets = sigs.sextets()
+        self.two, self.four = _two_bit(self.sextets), _four_bit(self.sextets)
+        self.most_two, self.most_four = NUM_PERM - _two_bit_floor(need), NUM_PERM - need
+
+    def confirm(self, x: np.ndarray, y: np.ndarray) -> _Pairs:
+        keep = _two_bit_mismatches(self.two, x, y) <= self.most_two  # lets ~1 in 10 through
         x, y = x[keep], y[keep]
-        # Pairs with `need` equal values have at least as many equal 4-bit parts: no loss.
-        keep = _four_bit_mismatches(four, x, y) <= most_four
+        keep = _four_bit_mismatches(self.four, x, y) <= self.most_four
+        x, y = x[keep], y[keep]
+        keep = np.count_nonzero(self.sextets[x] == self.sextets[y], axis=1) >= self.need
+        x, y = x[keep], y[keep]
+        rows, index = np.unique(np.concatenate((x, y)), return_inverse=True)
+        values = np.zeros((len(rows), NUM_PERM), dtype=np.uint32)
+        valid = np.zeros(len(rows), dtype=bool)
+        for i, r in enumerate(rows.tolist()):
+            decoded = decode(self.texts[r])
+            if decoded is not None:
+                values[i], valid[i] = decoded, True
+        ix, iy = index[: len(x)], index[len(x):]
+        keep = (np.count_nonzero(values[ix] == values[iy], axis=1) >= self.need) & valid[ix] & valid[iy]
         return x[keep], y[keep]
 
-    found_x, found_y = [], []
-    for x, y in _in_threads(confirm, _candidates(keys, later, shared)):
-        found_x.append(x)
-        found_y.append(y)
-    if not found_x:
-        return none
-    pairs = np.unique(np.concatenate(found_x) * len(sigs.texts) + np.concatenate(found_y))
-    x, y = np.divmod(pairs, len(sigs.texts))
-    keep = np.count_nonzero(sextets[x] == sextets[y], axis=1) >= need  # 6 bits: still no loss
-    x, y = x[keep], y[keep]  # and only the few true matches are decoded and compared
-    rows, index = np.unique(np.concatenate((x, y)), return_inverse=True)
-    values = np.zeros((len(rows), NUM_PERM), dtype=np.uint32)
-    valid = np.zeros(len(rows), dtype=bool)
-    for i, r in enumerate(rows.tolist()):
-        decoded = decode(sigs.texts[r])
-        if decoded is not None:
-            values[i], valid[i] = decoded, True
-    ix, iy = index[: len(x)], index[len(x):]
-    same = np.count_nonzero(values[ix] == values[iy], axis=1)
-    keep = (same >= need) & valid[ix] & valid[iy]
-    return sigs.pos[x[keep]], sigs.pos[y[keep]]
 
-
-def _same_content(hashes: Sequence[str | None], pending: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(earlier, later) positions: each pending item and the first item with its content hash."""
-    first = dict(zip(reversed(hashes), range(len(hashes) - 1, -1, -1), strict=True))
-    pairs = [(first[hashes[p]], p) for p in np.flatnonzero(pending).tolist()
-             if hashes[p] and first[hashes[p]] < p]
-    src, dst = zip(*pairs, strict=True) if pairs else ((), ())
+def _same_content(hashes: Sequence[str | None], pending: Sequence[bool]) -> _Pairs:
+    """(earlier, later) positions: each pending item with the first and the latest earlier
+    item of its content hash (the latest: a full story's next copy finds the new story)."""
+    first: dict[str, int] = {}
+    latest: dict[str, int] = {}
+    src: list[int] = []
+    dst: list[int] = []
+    for i, (h, p) in enumerate(zip(hashes, pending, strict=True)):
+        if not h:
+            continue
+        if p and h in latest:
+            src += (first[h], latest[h])
+            dst += (i, i)
+        first.setdefault(h, i)
+        latest[h] = i
     return np.array(src, dtype=np.intp), np.array(dst, dtype=np.intp)
+
+
+@dataclass
+class Grouping:
+    """What a grouping pass did, for the collect summary and the feeds' health."""
+
+    joined: int = 0  # new articles that joined an earlier story
+    chunks: int = 0  # committed chunks
+    full: int = 0  # new articles that matched only full stories (MAX_STORY) and began their own
+    by_feed_story: Counter[tuple[int | None, int]] = field(default_factory=Counter)
+
+    def clusters(self) -> list[tuple[int | None, int]]:
+        """(feed id, entries) of each feed whose entries joined one story CLUSTER_REPORT times
+        or more in this pass: a templated or republishing feed, worth a line."""
+        return [(feed, n) for (feed, _story), n in sorted(self.by_feed_story.items(),
+                                                          key=lambda kv: (-kv[1], kv[0][1]))
+                if n >= CLUSTER_REPORT]
+
+
+class _Pass:
+    """One grouping pass over a batch in id order. Pending items take the smallest story among
+    their confirmed matches (an earlier item's), as if grouped one by one in id order; chunks
+    of CHUNK pending items are settled in turn, so each can be committed. Memory is O(items):
+    band buckets are sorted once, and each pending item looks at a bounded number of them."""
+
+    def __init__(self, ids: Sequence[int], stories: Sequence[int | None],
+                 minhashes: Sequence[str | None], hashes: Sequence[str | None], threshold: float,
+                 feed_ids: Sequence[int | None] | None = None) -> None:
+        self.ids = np.array(ids, dtype=np.int64)
+        if (np.diff(self.ids) <= 0).any():
+            raise ValueError("items must come in increasing id order")
+        listed = [s is None for s in stories]
+        self.pending = np.array(listed, dtype=bool)
+        self.story = np.where(self.pending, self.ids, np.array([s or 0 for s in stories], dtype=np.int64))
+        self.feed_ids = feed_ids
+        story_ids, counts = np.unique(self.story, return_counts=True)
+        self.sizes: dict[int, int] = dict(zip(story_ids.tolist(), counts.tolist(), strict=True))
+        self.same = _same_content(hashes, listed)
+        self.buckets: _Buckets | None = None
+        need = math.ceil(threshold * NUM_PERM)
+        sigs = _Encoded.of(minhashes)
+        later = self.pending[sigs.pos]
+        if later.any() and need <= NUM_PERM:
+            keys, shared = sigs.band_keys(), None
+            if not later.all():  # only rows sharing a key with a pending row matter
+                shared = _pending_keys(keys, later)
+                rows = np.flatnonzero(shared.any(axis=1))
+                sigs, keys, later, shared = sigs.subset(rows), keys[rows], later[rows], shared[rows]
+            self.buckets = _Buckets.of(keys, later, shared)
+            self.checks = _Checks(sigs, need)
+        self.sig_pos = sigs.pos
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """Batch positions of the pending items, CHUNK at a time, in id order."""
+        waiting = np.flatnonzero(self.pending)
+        for lo in range(0, len(waiting), CHUNK):
+            yield waiting[lo:lo + CHUNK]
+
+    def _edges(self, lo: int, hi: int) -> _Pairs:
+        """Confirmed (earlier, later) matches of the pending items at positions lo..hi-1."""
+        a, b = np.searchsorted(self.same[1], (lo, hi))
+        src, dst = [self.same[0][a:b]], [self.same[1][a:b]]
+        if self.buckets is not None:
+            s_lo, s_hi = np.searchsorted(self.sig_pos, (lo, hi))
+            for x, y in self.buckets.pairs(int(s_lo), int(s_hi)):
+                x, y = self.checks.confirm(*_nearest(x, y, len(self.sig_pos), self.buckets.bounded))
+                src.append(self.sig_pos[x])
+                dst.append(self.sig_pos[y])
+        return np.concatenate(src), np.concatenate(dst)
+
+    def group(self, chunk: np.ndarray, grouping: Grouping) -> np.ndarray:
+        """Settle a chunk: its positions whose story changed (to be written)."""
+        src, dst = self._edges(int(chunk[0]), int(chunk[-1]) + 1)
+        order = np.lexsort((src, dst))
+        src, dst = src[order], dst[order]
+        starts = np.flatnonzero(np.concatenate(([True], dst[1:] != dst[:-1]))) if len(dst) else dst
+        bounds = [*starts.tolist(), len(dst)]
+        story, sizes, changed = self.story, self.sizes, []
+        for a, b in pairwise(bounds):
+            d = int(dst[a])
+            own = int(story[d])
+            best = next((s for s in sorted(set(story[src[a:b]].tolist()))
+                         if s < own and sizes.get(s, 0) < MAX_STORY), None)
+            if best is None:
+                grouping.full += 1
+                continue
+            story[d] = best
+            sizes[best] = sizes.get(best, 0) + 1
+            sizes[own] -= 1
+            changed.append(d)
+            feed = self.feed_ids[d] if self.feed_ids is not None else None
+            grouping.by_feed_story[(feed, best)] += 1
+        grouping.joined += len(changed)
+        return np.array(changed, dtype=np.intp)
 
 
 def assign_stories(ids: Sequence[int], stories: Sequence[int | None], minhashes: Sequence[str | None],
                    hashes: Sequence[str | None], threshold: float) -> np.ndarray:
     """The story of every item of a batch in id order: an item with a story keeps it; a
     pending one (story None) takes the story of its earliest similar or identical earlier item
-    (the smallest story among them), else its own id. As if the items were grouped one by one
-    in id order, but with every match known at once: the stories of chained matches are
-    settled by relaxing the (earlier -> later) edges until nothing changes."""
-    id_array = np.array(ids, dtype=np.int64)
-    if (np.diff(id_array) <= 0).any():
-        raise ValueError("items must come in increasing id order")
-    pending = np.array([s is None for s in stories], dtype=bool)
-    story = np.array([s or 0 for s in stories], dtype=np.int64)
-    story = np.where(story == 0, id_array, story)
-    near, same = _near_pairs(minhashes, pending, threshold), _same_content(hashes, pending)
-    src, dst = np.concatenate((near[0], same[0])), np.concatenate((near[1], same[1]))
-    while len(src):
-        settled = story.copy()
-        np.minimum.at(settled, dst, story[src])
-        if np.array_equal(settled, story):
-            break
-        story = settled
-    return story
+    (the smallest story among its nearest matches), else its own id."""
+    grouping_pass = _Pass(ids, stories, minhashes, hashes, threshold)
+    grouping = Grouping()
+    for chunk in grouping_pass.chunks():
+        grouping_pass.group(chunk, grouping)
+    return grouping_pass.story
 
 
 @dataclass
@@ -329,43 +429,72 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def group_pending(conn: Connection, cfg: Config, now: datetime) -> int:
-    """Compare every article listed as ungrouped with the others of the last
-    `collect.near_duplicate_days` and give it the story of its earliest near-duplicate (it was
-    stored as its own story); returns how many joined an existing story. One pass after a
-    collect run (or an editor's add), in one transaction: only the rows that join another
-    story are rewritten, and the list is emptied of what this pass compared."""
+def _load(conn: Connection, cfg: Config, now: datetime) -> _Pass | None:
+    """The pass over the articles listed as ungrouped and the others of the last
+    `collect.near_duplicate_days`, read in one statement (what counts as pending is what
+    this pass reads); None when nothing is listed."""
     u = articles_ungrouped.c
     if conn.execute(select(u.article_id).limit(1)).first() is None:
-        return 0  # nothing new: a run of 304s never loads the signatures
+        return None  # nothing new: a run of 304s never loads the signatures
     since = now - timedelta(days=cfg.collect.near_duplicate_days)
     with _no_cyclic_gc():
-        # One statement, so that what counts as pending is what this pass reads.
         rows = conn.execute(
             select(articles.c.id, articles.c.story_id, articles.c.minhash, articles.c.content_hash,
-                   u.article_id.is_not(None))
+                   articles.c.feed_id, u.article_id.is_not(None))
             .select_from(articles.outerjoin(articles_ungrouped, u.article_id == articles.c.id))
             .where(or_(articles.c.created_at >= since, u.article_id.is_not(None)))
             .order_by(articles.c.id)).all()
         if not rows:  # grouped meanwhile by another run
-            return 0
-        ids, stories, minhashes, hashes, listed = zip(*rows, strict=True)
+            return None
+        ids, stories, minhashes, hashes, feed_ids, listed = zip(*rows, strict=True)
         del rows
-        pending = np.array(listed, dtype=bool)
-        stories = [None if p else s for s, p in zip(stories, listed, strict=True)]
-        story = assign_stories(ids, stories, minhashes, hashes, cfg.collect.near_duplicate_threshold)
-        new_ids, new_story = np.array(ids, dtype=np.int64)[pending], story[pending]
-    joined = new_story != new_ids
-    if joined.any():
+        stories = tuple(None if p else s for s, p in zip(stories, listed, strict=True))
+        return _Pass(ids, stories, minhashes, hashes, cfg.collect.near_duplicate_threshold, feed_ids)
+
+
+def _write(conn: Connection, grouping_pass: _Pass, chunk: np.ndarray, changed: np.ndarray) -> None:
+    """A settled chunk: the rows that joined another story rewritten, the chunk unlisted."""
+    if len(changed):
         conn.execute(update(articles).where(articles.c.id == bindparam("aid"))
                      .values(story_id=bindparam("sid")),
-                     [{"aid": a, "sid": s} for a, s in zip(new_ids[joined].tolist(),
-                                                            new_story[joined].tolist(), strict=True)])
-    done = new_ids.tolist()
+                     [{"aid": a, "sid": s} for a, s in zip(grouping_pass.ids[changed].tolist(),
+                                                            grouping_pass.story[changed].tolist(),
+                                                            strict=True)])
+    done = grouping_pass.ids[chunk].tolist()
+    u = articles_ungrouped.c
     compared = delete(articles_ungrouped).where(u.article_id.in_(bindparam("ids", expanding=True)))
     for lo in range(0, len(done), 900):  # within SQLite's oldest limit on bound parameters
         conn.execute(compared, {"ids": done[lo:lo + 900]})
-    return int(joined.sum())
+
+
+def group_pending(conn: Connection, cfg: Config, now: datetime) -> int:
+    """Group every article listed as ungrouped, in the caller's transaction (an editor's add:
+    one article); returns how many joined an existing story."""
+    grouping = Grouping()
+    grouping_pass = _load(conn, cfg, now)
+    if grouping_pass is not None:
+        for chunk in grouping_pass.chunks():
+            _write(conn, grouping_pass, chunk, grouping_pass.group(chunk, grouping))
+    return grouping.joined
+
+
+def group_pending_in_chunks(engine: Engine, cfg: Config, now: datetime) -> Grouping:
+    """Group every article listed as ungrouped, CHUNK at a time, each chunk committed: a pass
+    that is killed leaves the rest listed, and the next collect (even one where every feed
+    answers 304) finishes them with the same bounded work per chunk."""
+    grouping = Grouping()
+    with engine.connect() as conn:
+        grouping_pass = _load(conn, cfg, now)
+    if grouping_pass is None:
+        return grouping
+    total = math.ceil(int(grouping_pass.pending.sum()) / CHUNK)
+    for chunk in grouping_pass.chunks():
+        changed = grouping_pass.group(chunk, grouping)
+        with engine.begin() as conn:
+            _write(conn, grouping_pass, chunk, changed)
+        grouping.chunks += 1
+        log.info("grouping: chunk %d of %d committed (%d articles)", grouping.chunks, total, len(chunk))
+    return grouping
 
 
 def group_texts(texts: Iterable[str], threshold: float) -> list[int]:

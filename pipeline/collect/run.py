@@ -1,10 +1,13 @@
-"""`kpdigest collect`: fetch every due feed concurrently and store new articles.
+"""`kpdigest collect`: fetch every due feed concurrently, store new articles, group them.
 
-Fetching runs in a bounded thread pool with a per-host limit; parsing too, or in worker
-processes for big runs (feedparser is pure Python). Storing is one short transaction per
-feed, serialised in-process (SQLite has a single writer anyway). When every feed is done,
-one pass groups the new articles into stories (near-duplicates). A feed's failure is
-recorded on its row and backs it off; it never stops the run.
+Fetching runs in a bounded thread pool with a per-host limit. A body that changed is parsed
+in worker processes once a run has enough feeds to repay them (feedparser is pure Python);
+the processes start on the first body that needs one, so a run where every feed answers 304
+starts none. One writer thread stores up to ten feeds per transaction (`store.py`). When
+every feed is done, `dedupe.group_pending` groups the new articles into stories in committed
+chunks. The parser, numpy and the grouping code are imported only when a body or an
+ungrouped article needs them: an all-304 run is SQLAlchemy, requests and a few statements.
+A feed's failure is recorded on its row and backs it off; it never stops the run.
 """
 
 from __future__ import annotations
@@ -17,37 +20,35 @@ import sys
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
-from itertools import repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
-from sqlalchemy import bindparam, exists, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.engine import Connection
 
 from core.config import Config
 from core.context import Context
 from core.db import utcnow
 from core.errors import FetchError
-from core.models import articles, articles_ungrouped, feeds
-from pipeline.collect.dedupe import group_pending
+from core.models import articles, feeds
 from pipeline.collect.feeds import sync_config_feeds
 from pipeline.collect.fetch import FetchGone, FetchResult, fetch, make_session
-from pipeline.collect.parse import Parsed, init_worker, parse_feed, parse_in_worker
+from pipeline.collect.store import has_ungrouped, store_feed_articles
+
+if TYPE_CHECKING:
+    from pipeline.collect.parse import Parsed
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(days=7)
 PARSE_PROCESSES_FROM = 20  # feeds due in one run before parsing moves to worker processes
 
-__all__ = ["CollectReport", "FeedOutcome", "collect", "store_articles", "store_feed_articles",
-           "sync_config_feeds"]
+__all__ = ["CollectReport", "FeedOutcome", "collect", "sync_config_feeds"]
 
 
 @dataclass
@@ -68,6 +69,8 @@ class CollectReport:
     outcomes: list[FeedOutcome] = field(default_factory=list)
     waiting: list[tuple[str, datetime]] = field(default_factory=list)  # backing off: (name, until)
     grouped: int = 0  # new articles that joined an existing story (near-duplicates)
+    full: int = 0  # near-duplicates of full stories only, which began a story of their own
+    clusters: list[tuple[str, int]] = field(default_factory=list)  # (feed, entries in one story)
 
     @property
     def new(self) -> int:
@@ -76,145 +79,6 @@ class CollectReport:
     @property
     def failed(self) -> list[FeedOutcome]:
         return [o for o in self.outcomes if o.error]
-
-
-def store_articles(conn: Connection, records: list[dict[str, Any]], feed_id: int | None,
-                   origin: str = "feed", now: datetime | None = None) -> tuple[int, list[int]]:
-    """Insert records whose identity is new; returns (seen-before count, new ids).
-
-    New rows are stories of their own, listed for `pipeline.collect.dedupe.group_pending`, which
-    compares them with the others once the run has stored everything.
-    """
-    rows = _fresh_rows(conn, records, feed_id, origin, now)
-    new_ids = sorted(aid for aid, _ in _insert_ignoring_duplicates(conn, rows))
-    _list_ungrouped(conn, new_ids)
-    return len(records) - len(new_ids), new_ids
-
-
-def store_feed_articles(conn: Connection, records: list[dict[str, Any]], feed_id: int,
-                        now: datetime) -> tuple[int, int]:
-    """`store_articles` for a collect run: (seen, new) counts only.
-
-    On SQLite the rows go in as one executemany of INSERT ... ON CONFLICT DO NOTHING, whose
-    row count sqlite3 sums: no look-up of the stored identities first, no RETURNING, and the
-    parameters converted by SQLAlchemy's own bind processors but without its per-row
-    machinery (the collector's writer spent most of its time there). psycopg reports no
-    count for executemany, so PostgreSQL looks up and counts the ids RETURNING gives."""
-    if conn.dialect.name == "sqlite":
-        unique = list({r["identity"]: r for r in reversed(records)}.values())[::-1]  # first one wins
-        if not unique:
-            return len(records), 0
-        ids = _new_ids(conn, len(unique))
-        new = _sqlite_insert_many(conn, unique, {"feed_id": feed_id, "origin": "feed", "created_at": now},
-                                  {"id": ids, "story_id": ids})
-        if new:  # the ids a duplicate did not take
-            conn.execute(articles_ungrouped.insert().from_select(
-                ["article_id"], select(articles.c.id).where(articles.c.id.between(ids[0], ids[-1]))))
-    else:
-        rows = _fresh_rows(conn, records, feed_id, "feed", now)
-        ids = [aid for aid, _ in _insert_ignoring_duplicates(conn, rows)]
-        _list_ungrouped(conn, ids)
-        new = len(ids)
-    return len(records) - new, new
-
-
-def _new_ids(conn: Connection, n: int) -> list[int]:
-    """Ids for `n` new articles, taken before inserting them, so that each row goes in as its
-    own story (story_id = id) in one write. SQLite: the transaction began IMMEDIATE, so it
-    alone writes and the next ids are known; PostgreSQL: from the id sequence. A duplicate
-    that is not inserted leaves its id unused."""
-    if conn.dialect.name == "postgresql":
-        return list(conn.execute(text("SELECT nextval(pg_get_serial_sequence('articles', 'id')) "
-                                      "FROM generate_series(1, :n)"), {"n": n}).scalars())
-    first = int(conn.exec_driver_sql("SELECT coalesce(max(id), 0) + 1 FROM articles").scalar_one())
-    return list(range(first, first + n))
-
-
-def _list_ungrouped(conn: Connection, ids: list[int]) -> None:
-    """New articles `ids`, listed for grouping."""
-    if ids:
-        conn.execute(articles_ungrouped.insert(), [{"article_id": i} for i in ids])
-
-
-def _rows(records: list[dict[str, Any]], feed_id: int | None, origin: str,
-          now: datetime) -> list[dict[str, Any]]:
-    return [{**{k: v for k, v in r.items() if not k.startswith("_")},
-             "feed_id": feed_id, "origin": origin, "created_at": now, "story_id": None} for r in records]
-
-
-def _sqlite_insert_many(conn: Connection, records: list[dict[str, Any]], constants: dict[str, Any],
-                        columns: dict[str, list[Any]] | None = None) -> int:
-    """INSERT ... ON CONFLICT (identity) DO NOTHING of `records`, plus the `constants` every
-    row shares (converted once) and `columns` given a value per row; how many rows went in.
-    Values are converted a column at a time, and a JSON column's equal lists (a feed's
-    topics, its empty tags) are encoded once."""
-    if not records:
-        return 0
-    given = columns or {}
-    keys = tuple(k for k in records[0] if not k.startswith("_")) + tuple(given) + tuple(constants)
-    sql, order, processors = _sqlite_insert(conn.dialect, keys)
-    params: list[Any] = []
-    for k, p in zip(order, processors, strict=True):
-        if k in constants:
-            params.append(repeat(constants[k] if p is None else p(constants[k]), len(records)))
-        else:
-            values = given[k] if k in given else [r[k] for r in records]
-            params.append(values if p is None else _converted(values, p))
-    return int(conn.exec_driver_sql(sql, list(zip(*params, strict=True))).rowcount)
-
-
-def _converted(values: list[Any], processor: Any) -> list[Any]:
-    """`processor` applied to each value; lists of strings (JSON columns) encoded once each."""
-    if not any(isinstance(v, list) for v in values):
-        return list(map(processor, values))
-    done: dict[tuple[Any, ...], Any] = {}
-    out = []
-    for v in values:
-        if isinstance(v, list) and all(isinstance(x, str) for x in v):
-            key = tuple(v)
-            if key not in done:
-                done[key] = processor(v)
-            out.append(done[key])
-        else:
-            out.append(processor(v))
-    return out
-
-
-@lru_cache(maxsize=8)
-def _sqlite_insert(dialect: Any, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...], tuple[Any, ...]]:
-    """The compiled statement, its parameter order and each column type's bind processor."""
-    stmt = sqlite.insert(articles).on_conflict_do_nothing(index_elements=["identity"])
-    compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
-    order = tuple(compiled.positiontup or ())
-    return str(compiled), order, tuple(articles.c[k].type.dialect_impl(dialect).bind_processor(dialect)
-                                       for k in order)
-
-
-def _fresh_rows(conn: Connection, records: list[dict[str, Any]], feed_id: int | None, origin: str,
-                now: datetime | None) -> list[dict[str, Any]]:
-    """Rows for the records whose identity is not stored yet (first occurrence wins), each
-    with the id it will take."""
-    if not records:
-        return []
-    unique = {r["identity"]: r for r in reversed(records)}
-    existing = set(conn.execute(select(articles.c.identity)
-                                .where(articles.c.identity.in_(list(unique)))).scalars())
-    fresh = _rows([r for ident, r in reversed(unique.items()) if ident not in existing], feed_id, origin,
-                  now or utcnow())
-    for row, new_id in zip(fresh, _new_ids(conn, len(fresh)), strict=True):
-        row["id"] = row["story_id"] = new_id  # its own story until grouped
-    return fresh
-
-
-def _insert_ignoring_duplicates(conn: Connection, rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
-    """INSERT ... ON CONFLICT (identity) DO NOTHING RETURNING id, identity: a concurrent
-    writer that stored the same story first wins, without an error."""
-    if not rows:
-        return []
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = (dialect.insert(articles).on_conflict_do_nothing(index_elements=["identity"])
-            .returning(articles.c.id, articles.c.identity))
-    return [(int(r.id), r.identity) for r in conn.execute(stmt, rows)]
 
 
 class HostLimiter:
@@ -256,26 +120,31 @@ class Run:
     limiter: HostLimiter
     now: datetime
     write_lock: threading.Lock = field(default_factory=threading.Lock)
-    parsers: ProcessPoolExecutor | None = None
+    parsers: Parsers | None = None
     unchanged: list[dict[str, Any]] = field(default_factory=list)  # 304s, recorded at the end
     writer: Writer | None = None
 
     def parse(self, feed: Any, result: FetchResult) -> Parsed:
-        """Parse in the process pool when there is one: feedparser is pure Python, and
-        threads alone would keep a 200-feed run on one core."""
+        """Parse in the worker processes once they are up: feedparser is pure Python, and
+        threads alone would keep a 200-feed run on one core. Until then, here."""
+        # Lazy: an all-304 run never imports the parser (feedparser, lxml, nh3, numpy).
+        from pipeline.collect.parse import parse_feed, parse_in_worker
+
         base_url = result.final_url or feed.url
         known = known_identities(self.ctx, feed.id) if feed.has_articles else frozenset()
-        if self.parsers is not None:
+        pool = self.parsers.get() if self.parsers is not None else None
+        if pool is not None:
             try:
-                return self.parsers.submit(parse_in_worker, result.body, result.headers, base_url,
-                                           feed.name, self.now, feed.id, known).result()
+                return pool.submit(parse_in_worker, result.body, result.headers, base_url,
+                                   feed.name, self.now, feed.id, known).result()
             except (BrokenProcessPool, RuntimeError, OSError) as exc:
                 # The pool itself failed (a worker died, or could not start): that is no
                 # fault of this feed, so parse here for the rest of the run.
-                log.error("parser processes unavailable (%s); parsing in threads", exc.__class__.__name__)
-                self.parsers = None
-        return parse_feed(result.body, result.headers, base_url, self.ctx.config, feed.name, self.now,
-                          feed.id, known)
+                log.error("parser processes unavailable (%s); parsing in threads",
+                          exc.__class__.__name__)
+                self.parsers.give_up()  # type: ignore[union-attr]
+        return parse_feed(result.body, result.headers, base_url, self.ctx.config, feed.name,
+                          self.now, feed.id, known)
 
 
 KNOWN_LIMIT = 2000  # a feed document lists its latest entries: its latest stored ones suffice
@@ -458,7 +327,7 @@ def collect(ctx: Context, *, now: datetime | None = None, force: bool = False,
         rows = [r for r in rows if r.id in feed_ids]
     report = CollectReport(waiting=[(r.name, r.next_attempt_at) for r in waiting])
     cfg = ctx.config
-    with make_session(cfg) as session, _parser_pool(cfg, len(rows)) as parsers, \
+    with make_session(cfg) as session, _parsers(cfg, rows) as parsers, \
             ThreadPoolExecutor(max_workers=max(1, cfg.collect.workers), thread_name_prefix="collect") as pool:
         run = Run(ctx, session, HostLimiter(cfg.collect.per_host), now, parsers=parsers)
         run.writer = Writer(run)
@@ -471,8 +340,30 @@ def collect(ctx: Context, *, now: datetime | None = None, force: bool = False,
         # The 304s, in one statement rather than a transaction each: most feeds of most runs.
         # (A crash before this only leaves them due again: a 304 again.)
         _update_feeds(conn, run.unchanged)
-        report.grouped = group_pending(conn, cfg, now)
+        pending = has_ungrouped(conn)
+    if pending:  # this run's articles, or those a killed run left
+        _group(ctx, report, now)
     return report
+
+
+def _group(ctx: Context, report: CollectReport, now: datetime) -> None:
+    """Group the listed articles in committed chunks; a feed whose entries joined one story
+    in a mass gets a line in the summary and on its health (its last warning)."""
+    # Lazy: numpy and the grouping code only when there are articles to group.
+    from pipeline.collect.dedupe import group_pending_in_chunks
+
+    grouping = group_pending_in_chunks(ctx.engine, ctx.config, now)
+    report.grouped, report.full = grouping.joined, grouping.full
+    names = {o.feed_id: o.name for o in report.outcomes}
+    notes: dict[int, str] = {}
+    for feed_id, count in grouping.clusters():
+        if feed_id is None or feed_id in notes:
+            continue
+        notes[feed_id] = f"{count} near-identical entries grouped into one story"
+        report.clusters.append((names.get(feed_id, f"feed {feed_id}"), count))
+    if notes:
+        with ctx.engine.begin() as conn:
+            _update_feeds(conn, [{"fid": f, "last_warning": note} for f, note in notes.items()])
 
 
 def _update_feeds(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -491,11 +382,12 @@ _PRELOAD = ("sqlalchemy", "click", "apscheduler", "flask")
 
 
 def _process_context() -> multiprocessing.context.BaseContext:
-    """fork while this process has no other thread (the CLI): a child starts in milliseconds
-    with everything imported. Otherwise (the scheduler, the web app) a fork server, as forking
-    a process that has threads can copy a lock some other thread holds; it preloads the parser
-    and what the parent's main module imports, which multiprocessing re-runs in every child
-    (0.25-0.4 s each of SQLAlchemy, click...)."""
+    """fork while this process has no other thread (the CLI, before its fetch threads): a
+    child starts in milliseconds with everything imported. Otherwise (the fetch threads
+    run, or the scheduler, the web app) a fork server, as forking a process that has threads
+    can copy a lock some other thread holds; it preloads the parser and what the parent's
+    main module imports, which multiprocessing re-runs in every child (0.25-0.4 s each of
+    SQLAlchemy, click...)."""
     if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
     context = multiprocessing.get_context("forkserver")
@@ -503,16 +395,76 @@ def _process_context() -> multiprocessing.context.BaseContext:
     return context
 
 
+class Parsers:
+    """Worker processes for parsing, for runs big enough to repay them, started on the first
+    body that needs one: a run where every feed answers 304 starts none. They then come from
+    a fork server (the fetch threads run by then), and until they are up, bodies are parsed
+    in the fetch threads, so their start-up costs the run little. A run with a feed that
+    cannot answer 304 (no ETag or Last-Modified stored: new feeds, a first collect) will
+    parse for sure: its processes are forked before the fetch threads start, in milliseconds
+    (a fork server takes 0.5 s and more, seconds on a loaded machine)."""
+
+    def __init__(self, cfg: Config, n_feeds: int, certain: bool = False) -> None:
+        self.cfg = cfg
+        self.size = cfg.collect.parse_processes
+        self.wanted = self.size > 0 and n_feeds >= PARSE_PROCESSES_FROM
+        self.pool: ProcessPoolExecutor | None = None
+        self.ready = threading.Event()
+        self._lock = threading.Lock()
+        if certain and self.wanted and threading.active_count() == 1:
+            self._start()
+            self.pool.submit(os.getpid).result()  # type: ignore[union-attr] # forks them now
+
+    @property
+    def started(self) -> bool:
+        return self.pool is not None
+
+    def get(self) -> ProcessPoolExecutor | None:
+        """The pool once every worker is up; None: parse here (starting them if wanted)."""
+        if self.ready.is_set():
+            return self.pool if self.wanted else None
+        if not self.wanted:
+            return None
+        with self._lock:
+            if self.pool is None:
+                self._start()
+        return None
+
+    def _start(self) -> None:
+        from pipeline.collect.parse import init_worker  # lazy: see Run.parse
+
+        self.pool = ProcessPoolExecutor(max_workers=self.size, mp_context=_process_context(),
+                                        initializer=init_worker, initargs=(self.cfg,))
+        warm = [self.pool.submit(os.getpid) for _ in range(self.size)]  # one per worker
+        left = [len(warm)]
+        count_lock = threading.Lock()  # not self._lock: a callback may run inside _start
+
+        def done(future: Future[int]) -> None:
+            if future.exception() is not None:
+                log.error("parser processes did not start (%s); parsing in threads",
+                          future.exception().__class__.__name__)
+                self.wanted = False
+            with count_lock:
+                left[0] -= 1
+                if left[0] == 0 or not self.wanted:
+                    self.ready.set()
+
+        for future in warm:
+            future.add_done_callback(done)
+
+    def give_up(self) -> None:
+        self.wanted = False
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 @contextmanager
-def _parser_pool(cfg: Config, n_feeds: int) -> Iterator[ProcessPoolExecutor | None]:
-    """Worker processes for parsing, for runs big enough to repay their start-up."""
-    n = cfg.collect.parse_processes
-    if n <= 0 or n_feeds < PARSE_PROCESSES_FROM:
-        yield None
-        return
-    context = _process_context()
-    with ProcessPoolExecutor(max_workers=n, mp_context=context, initializer=init_worker,
-                             initargs=(cfg,)) as parsers:
-        if context.get_start_method() == "fork":
-            parsers.submit(os.getpid).result()  # forks every worker now, before the fetch threads
+def _parsers(cfg: Config, rows: list[Any]) -> Iterator[Parsers]:
+    certain = any(r.etag is None and r.last_modified is None for r in rows)
+    parsers = Parsers(cfg, len(rows), certain)
+    try:
         yield parsers
+    finally:
+        parsers.close()

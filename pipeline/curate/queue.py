@@ -23,8 +23,8 @@ from pipeline.collect.dedupe import encode, group_pending, signature
 from pipeline.collect.fetch import fetch, make_session
 from pipeline.collect.identity import article_identity, clean_url, content_hash
 from pipeline.collect.relevance import score_text
-from pipeline.collect.run import store_articles
 from pipeline.collect.sanitize import excerpt, html_to_text, sanitize_html
+from pipeline.collect.store import store_articles
 
 STATES = ("queued", "approved", "rejected", "used")
 EDITABLE = {"title", "summary", "image", "source", "author", "published"}
