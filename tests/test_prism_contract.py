@@ -22,9 +22,10 @@ from sqlalchemy import select
 from core.config import PROJECT_ROOT
 from core.models import deliveries
 from pipeline.compose.issues import get_issue
-from pipeline.deliver.engine import Linker, load_variants, recipients_for
+from pipeline.deliver.engine import load_variants, recipients_for
 from pipeline.deliver.transports import get_transport
 from pipeline.deliver.transports.base import UnknownOutcome
+from subscribers.links import Linker
 from tests.conftest import REQUIRE_TOOLS
 from tests.fakes.issue import make_issue
 
