@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from kpdigest.base import Lazy, get, pass_ctx
+from kpdigest.base import Lazy, get, outcome_exit_code, pass_ctx
 
 
 @click.command()
@@ -51,11 +53,18 @@ def collect(obj: Lazy, force: bool) -> None:
 @click.option("--force", is_flag=True, help="Send even if the issue fails its checks.")
 @pass_ctx
 def run(obj: Lazy, force: bool) -> None:
-    """Collect, build and send once: what the scheduler does each week."""
+    """Collect, build and send once: what the scheduler does each week.
+
+    Exits 0 for a clean send (or nothing to send this period), else with the issue's
+    outcome code (see the README)."""
     from pipeline.jobs.weekly import run_weekly
 
     result = run_weekly(get(obj), force=force, echo=click.echo)
     click.echo(result.summary)
+    if result.status:  # the issue's status: exit 0 only for a clean send
+        code = outcome_exit_code(result.status)
+        if code:
+            sys.exit(code)
 
 
 @click.command()

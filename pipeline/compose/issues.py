@@ -33,12 +33,13 @@ from core.models import (
     subscriptions,
     suppressions,
 )
+from core.states import DeliveryState
 from pipeline.compose.personalize import Personalizer, new_key
 from pipeline.compose.render import Rendered, render_issue
 from pipeline.curate.select import Selection, select_articles
 from subscribers.store import DEFAULT_LIST, ensure_default_list
 
-DELIVERY_STATES = ("queued", "sending", "sent", "failed", "unknown", "suppressed")
+DELIVERY_STATES = tuple(DeliveryState)
 
 
 @dataclass

@@ -26,12 +26,15 @@ from core.context import Context
 from core.db import utcnow
 from core.errors import ConfigError, StateError
 from core.models import issue_variants, issues
+from core.states import FINISHED, SENDABLE, DeliveryState, IssueStatus
 from pipeline.compose.issues import delivery_counts, get_issue
 from pipeline.compose.message import Recipient
 from pipeline.compose.prepare import PreparedVariant
 from pipeline.deliver import ledger
 from pipeline.deliver.gctuning import rare_collections
+from pipeline.deliver.outcome import final_status
 from pipeline.deliver.pacing import Pacer, backoff
+from pipeline.deliver.reconcile import ReconcileReport, reconcile_quietly
 from pipeline.deliver.transports import get_transport
 from pipeline.deliver.transports.base import Outcome, RetryBatch, Transport, UnknownOutcome
 from subscribers.links import Linker
@@ -51,6 +54,8 @@ class SendReport:
     waiting: str | None = None  # stopped for a limit (the daily allowance); resumes later
     recovered_unknown: int = 0
     requeued: int = 0
+    status: str = ""  # the issue's status after the run: its outcome once finished
+    reconciled: ReconcileReport | None = None  # unknown rows asked about before sending
 
 
 def send_issue(ctx: Context, number: int, *, transport: Transport | None = None,
@@ -66,26 +71,51 @@ def send_issue(ctx: Context, number: int, *, transport: Transport | None = None,
     stop = stop or threading.Event()
     sender = Sender(ctx, issue, transport, stop, progress)
     report = SendReport(issue_number=number)
-    report.recovered_unknown, report.requeued = ledger.recover_stale(ctx, issue.id, transport, sender.me)
+    report.recovered_unknown, report.requeued = \
+        ledger.recover_stale(ctx, issue.id, transport, sender.me)
+    if ledger.has_unknown(ctx, issue.id):  # ask the provider first, where it can tell
+        report.reconciled = reconcile_quietly(ctx, number, transport)
     with ctx.engine.begin() as conn:
-        conn.execute(update(issues).where(issues.c.id == issue.id, issues.c.status == "frozen")
-                     .values(status="sending", send_started_at=utcnow()))
+        conn.execute(update(issues).where(issues.c.id == issue.id,
+                                          issues.c.status == IssueStatus.FROZEN)
+                     .values(status=IssueStatus.SENDING, send_started_at=utcnow()))
     transport.open()
     try:
         sender.run(load_variants(ctx, issue))
     finally:
         transport.close()
     if sender.fatal:
-        raise sender.fatal
+        raise _stopped_by(ctx, issue, sender.fatal)
     report.sent_now, report.paused, report.waiting = sender.sent_now, sender.paused, sender.waiting
     report.stopped = stop.is_set()
     with ctx.engine.begin() as conn:
         report.counts = delivery_counts(conn, issue.id)
-        if report.counts["queued"] == 0 and report.counts["sending"] == 0:
-            conn.execute(update(issues).where(issues.c.id == issue.id,
-                                              issues.c.status.in_(("frozen", "sending")))
-                         .values(status="sent", sent_at=utcnow()))
+        report.status = _finish(conn, issue.id, report.counts)
     return report
+
+
+def _finish(conn: Connection, issue_id: int, counts: dict[str, int]) -> str:
+    """Give an issue with nothing left to send its outcome; returns its status."""
+    outcome = final_status(counts)
+    if outcome is not None:
+        conn.execute(update(issues).where(issues.c.id == issue_id, issues.c.status.in_(SENDABLE))
+                     .values(status=outcome, sent_at=utcnow()))
+    return str(conn.execute(select(issues.c.status).where(issues.c.id == issue_id)).scalar_one())
+
+
+def _stopped_by(ctx: Context, issue: Any, exc: ConfigError) -> ConfigError:
+    """A configuration error stops the whole issue with its reason: `failed` when nothing
+    was ever accepted, else `paused`. Nobody's attempts were spent (the batch went back
+    to the queue) and nobody was suppressed. Returns the error to raise, with the next step."""
+    reason = str(exc)
+    with ctx.engine.begin() as conn:
+        counts = delivery_counts(conn, issue.id)
+        status = IssueStatus.PAUSED if counts[DeliveryState.SENT] else IssueStatus.FAILED
+        conn.execute(update(issues).where(issues.c.id == issue.id,
+                                          issues.c.status.in_(SENDABLE))
+                     .values(status=status, pause_reason=reason))
+    return type(exc)(f"issue #{issue.number} {status}: {reason}; fix it, then "
+                     f"`kpdigest issue resume {issue.number}` and send again")
 
 
 def _check_state(ctx: Context, issue: Any, force: bool) -> None:
@@ -93,11 +123,13 @@ def _check_state(ctx: Context, issue: Any, force: bool) -> None:
         raise StateError(f"issue #{issue.number} is a draft awaiting approval")
     if issue.status in ("cancelled", "skipped"):
         raise StateError(f"issue #{issue.number} is {issue.status}")
-    if issue.status == "paused":
-        why = f" ({issue.pause_reason})" if issue.pause_reason else ""
-        raise StateError(f"issue #{issue.number} is paused{why}: run `kpdigest issue resume "
+    if issue.status in (IssueStatus.PAUSED, IssueStatus.FAILED) and issue.pause_reason:
+        raise StateError(f"issue #{issue.number} is {issue.status} ({issue.pause_reason}): run "
+                         f"`kpdigest issue resume {issue.number}` first")
+    if issue.status == IssueStatus.PAUSED:
+        raise StateError(f"issue #{issue.number} is paused: run `kpdigest issue resume "
                          f"{issue.number}` first")
-    if not force and issue.status != "sent":
+    if not force and issue.status not in FINISHED:
         from pipeline.compose.check import ensure_sendable
 
         ensure_sendable(ctx, issue.number)
@@ -127,6 +159,7 @@ class _Batch:
     variant: PreparedVariant
     rows: list[Any]
     key: str
+    posted: bool = False
 
 
 class Sender:
@@ -171,7 +204,7 @@ class Sender:
     def _claim(self, variant: str, size: int) -> list[Any]:
         with self._tx() as conn:
             status = conn.execute(select(issues.c.status).where(issues.c.id == self.issue.id)).scalar()
-            if status not in ("frozen", "sending"):
+            if status not in SENDABLE:
                 self.paused = self.paused or f"issue is {status}"
                 return []
             return ledger.claim_batch(conn, self.issue.id, variant, size, self.me)
@@ -200,9 +233,13 @@ class Sender:
                     if size == 0:  # stop rather than hold claimed rows until tomorrow
                         self.waiting = "the daily allowance (sending.rate_per_day) is used up"
                         break
+                    # Claim late: only once this slot may post now (rate and any hold).
+                    if not self.pacer.acquire(size, self.stop, reserved=True):
+                        self.pacer.refund(size, paced=False)
+                        break
                     name = names[i % len(names)]
                     rows = self._claim(name, size)
-                    self.pacer.refund(size - len(rows))
+                    self.pacer.refund(size - len(rows), paced=True)
                     if not rows:
                         empty += 1
                         i += 1
@@ -210,11 +247,8 @@ class Sender:
                             break
                         continue
                     empty = 0
-                    batch = _Batch(variants.get(rows[0].variant) or variants[name], rows, rows[0].batch_key)
-                    if not self.pacer.acquire(len(rows), self.stop, reserved=True):
-                        self._release(batch)
-                        self.pacer.refund(len(rows))
-                        break
+                    batch = _Batch(variants.get(rows[0].variant) or variants[name], rows,
+                                   rows[0].batch_key)
                     self._deliver(batch)
             except BaseException:
                 self.failed = True  # the others finish their batches and claim no more
@@ -226,10 +260,13 @@ class Sender:
     def _deliver(self, batch: _Batch) -> None:
         try:
             self._deliver_inner(batch)
-        except ConfigError as exc:  # bad credentials or settings: nothing was handed over
+        except ConfigError as exc:  # about our settings, not a recipient: stop the issue
             self.fatal = self.fatal or exc
             self.stop.set()
-            self._release(batch)
+            done = getattr(exc, "outcomes", None) or []  # answered before the refusal
+            if done:
+                self._record(done, _Batch(batch.variant, batch.rows[:len(done)], batch.key), 0)
+            self._release(batch)  # the rest, attempts given back
         except Exception:  # a bug must not leave rows in `sending` for a live sender
             log.exception("batch %s: unexpected error; outcome unknown", batch.key)
             self._record([Outcome(r.id, "unknown", error="sender error after claim; outcome unknown")
@@ -239,12 +276,14 @@ class Sender:
         recipients = recipients_for(self.linker, batch.rows)
         attempt = 0
         while True:
-            attempt += 1  # the first attempt's tokens were taken when the batch was claimed
+            attempt += 1  # the first attempt's tokens were taken before the batch was claimed
             if attempt > 1 and not self.pacer.wait_hold(self.stop):
                 return self._release(batch)
+            self._mark(batch, True)
             try:
                 outcomes = self.transport.send_batch(batch.variant, recipients, batch.key)
             except RetryBatch as exc:
+                self._mark(batch, False)  # refused whole: not on the wire while it waits
                 if self._again(attempt, exc.retry_after):
                     continue
                 if self.stop.is_set():
@@ -265,6 +304,14 @@ class Sender:
             return False
         self.pacer.hold(backoff(attempt, retry_after, base=self.ctx.config.sending.backoff_seconds))
         return True
+
+    def _mark(self, batch: _Batch, posted: bool) -> None:
+        """`posted` before the request starts (committed), back to claimed after a refusal."""
+        if batch.posted == posted:
+            return
+        with self._tx() as conn:
+            ledger.mark_posted(conn, [r.id for r in batch.rows], batch.key, self.me, posted)
+        batch.posted = posted
 
     def _release(self, batch: _Batch) -> None:
         with self._tx() as conn:
@@ -292,8 +339,8 @@ class Sender:
         log.warning("issue #%s paused: %s", self.issue.number, reason)
         with self._tx() as conn:
             conn.execute(update(issues).where(issues.c.id == self.issue.id,
-                                              issues.c.status.in_(("frozen", "sending")))
-                         .values(status="paused", pause_reason=reason))
+                                              issues.c.status.in_(SENDABLE))
+                         .values(status=IssueStatus.PAUSED, pause_reason=reason))
 
 
 @contextmanager

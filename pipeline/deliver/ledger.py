@@ -38,6 +38,7 @@ from sqlalchemy.engine import Connection
 from core.context import Context
 from core.db import is_postgres, utcnow
 from core.models import deliveries, suppressions
+from core.states import DeliveryState
 from pipeline.deliver.transports.base import Outcome, Transport
 
 
@@ -69,23 +70,43 @@ def _stale(row: Any, me: str, lease: datetime) -> bool:
 
 
 def recover_stale(ctx: Context, issue_id: int, transport: Transport, me: str) -> tuple[int, int]:
-    """Rows a dead sender left in `sending`: unknown, or queued again (same key) if the
-    transport is idempotent. Returns (made unknown, re-queued)."""
+    """Rows a dead sender left behind. Claimed but never posted (`sending`): back to the
+    queue, attempt given back; nobody was mailed. Posted with no answer (`posted`):
+    `unknown`, or queued again with the same key if the transport is idempotent.
+    Returns (made unknown, re-queued)."""
     lease = utcnow() - timedelta(seconds=ctx.config.sending.lease_seconds)
+    d = deliveries.c
     with ctx.engine.begin() as conn:
-        rows = conn.execute(select(deliveries.c.id, deliveries.c.claimed_by, deliveries.c.claimed_at)
-                            .where(deliveries.c.issue_id == issue_id,
-                                   deliveries.c.state == "sending")).all()
-        stale = [r.id for r in rows if _stale(r, me, lease)]
-        if not stale:
-            return 0, 0
-        target = update(deliveries).where(deliveries.c.id.in_(stale), deliveries.c.state == "sending")
+        rows = conn.execute(select(d.id, d.state, d.claimed_by, d.claimed_at).where(
+            d.issue_id == issue_id, d.state.in_(IN_FLIGHT))).all()
+        stale = [r for r in rows if _stale(r, me, lease)]
+        claimed = [r.id for r in stale if r.state == DeliveryState.SENDING]
+        posted = [r.id for r in stale if r.state == DeliveryState.POSTED]
+        for chunk in _chunks(claimed, 900):
+            conn.execute(update(deliveries).where(d.id.in_(chunk), d.state == SENDING)
+                         .values(state=QUEUED, claimed_by=None, attempts=d.attempts - 1))
+        for chunk in _chunks(posted, 900):
+            target = update(deliveries).where(d.id.in_(chunk), d.state == POSTED)
+            if transport.idempotent:
+                conn.execute(target.values(state=QUEUED, claimed_by=None))
+            else:
+                conn.execute(target.values(
+                    state=DeliveryState.UNKNOWN,
+                    last_error="sender stopped after hand-off; outcome unknown"))
         if transport.idempotent:
-            conn.execute(target.values(state="queued", claimed_by=None))
-            return 0, len(stale)
-        conn.execute(target.values(state="unknown",
-                                   last_error="sender stopped after hand-off; outcome unknown"))
-        return len(stale), 0
+            return 0, len(claimed) + len(posted)
+        return len(posted), len(claimed)
+
+
+def mark_posted(conn: Connection, ids: list[int], key: str, me: str, posted: bool = True) -> None:
+    """A claimed batch goes on the wire (`posted`), committed before the request starts;
+    or back to merely claimed (`posted=False`) after an answer that said nothing was
+    accepted, so that a crash while it waits to be retried does not make it `unknown`."""
+    d = deliveries.c
+    frm, to = (SENDING, POSTED) if posted else (POSTED, SENDING)
+    for where in _by_ids(ids, is_postgres(conn)):
+        conn.execute(update(deliveries).where(where, d.batch_key == key, d.claimed_by == me,
+                                              d.state == frm).values(state=to))
 
 
 def claim_batch(conn: Connection, issue_id: int, variant: str, size: int, me: str) -> list[Any]:
@@ -106,6 +127,8 @@ def claim_batch(conn: Connection, issue_id: int, variant: str, size: int, me: st
 
 QUEUED = literal_column("'queued'")
 SENDING = literal_column("'sending'")
+POSTED = literal_column("'posted'")
+IN_FLIGHT = (SENDING, POSTED)
 
 
 @cache
@@ -237,7 +260,7 @@ def record(conn: Connection, outcomes: list[Outcome], me: str, max_attempts: int
     whole = batch is not None and len(groups) == 1
     for (state, error), group in groups.items():
         ids = [o.delivery_id for o in group]
-        base = update(deliveries).where(d.claimed_by == me, d.state == SENDING)
+        base = update(deliveries).where(d.claimed_by == me, d.state.in_(IN_FLIGHT))
         if whole and batch:
             base = base.where(d.batch_key == batch[2])
         # A final result keeps claimed_by and batch_key (who handed it over, in which batch):
@@ -291,7 +314,7 @@ def _record_sent_statement(ranged: bool) -> Any:
         d.id == any_(bindparam("p_ids", type_=ARRAY(BigInteger)))
     return update(deliveries).where(
         by_id, d.batch_key == bindparam("p_key"),
-        d.claimed_by == bindparam("p_me"), d.state == SENDING).values(
+        d.claimed_by == bindparam("p_me"), d.state.in_(IN_FLIGHT)).values(
         state="sent", last_error=None, sent_at=bindparam("p_now"),
         provider_message_id=bindparam("p_pmid"))
 
@@ -306,11 +329,19 @@ def _chunks(items: list[int], n: int) -> Iterator[list[int]]:
 
 
 def release(conn: Connection, ids: list[int], me: str) -> None:
-    """Put a claimed batch that was never handed over back in the queue, key kept."""
+    """Put a claimed batch that was never handed over (or that the provider refused
+    whole) back in the queue, key kept, attempt given back."""
     for chunk in _chunks(ids, 900):
         conn.execute(update(deliveries).where(deliveries.c.id.in_(chunk), deliveries.c.claimed_by == me,
-                                              deliveries.c.state == "sending")
+                                              deliveries.c.state.in_(IN_FLIGHT))
                      .values(state="queued", claimed_by=None, attempts=deliveries.c.attempts - 1))
+
+
+def has_unknown(ctx: Context, issue_id: int) -> bool:
+    with ctx.engine.connect() as conn:
+        return conn.execute(select(deliveries.c.id).where(
+            deliveries.c.issue_id == issue_id, deliveries.c.state == DeliveryState.UNKNOWN)
+            .limit(1)).first() is not None
 
 
 def sent_today(ctx: Context) -> int:
