@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
 
-from kpdigest.base import Lazy, get, outcome_exit_code, pass_ctx
+from kpdigest.base import Lazy, get, outcome_exit_code, pass_ctx, plural
 
 
 @click.command()
@@ -32,6 +33,9 @@ def collect(obj: Lazy, force: bool) -> None:
 
     ctx = get(obj)
     ctx.require_schema()
+    # Each feed's error is printed below; the library's warning would print it twice.
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        logging.getLogger("pipeline.collect.run").setLevel(logging.ERROR)
     report = run_collect(ctx, force=force)
     for o in report.outcomes:
         if o.error:
@@ -44,7 +48,7 @@ def collect(obj: Lazy, force: bool) -> None:
                    + (f" (moved to {o.moved_to})" if o.moved_to else ""))
     for name, until in report.waiting:
         click.echo(f"{name}: backing off until {until:%Y-%m-%d %H:%M} UTC (--force to try now)")
-    click.echo(f"{report.new} new articles from {len(report.outcomes)} feeds, "
+    click.echo(f"{plural(report.new, 'new article')} from {plural(len(report.outcomes), 'feed')}, "
                f"{len(report.failed)} failed" + (f", {report.grouped} joined a story as near-duplicates"
                                                  if report.grouped else ""))
 

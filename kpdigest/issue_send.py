@@ -148,7 +148,8 @@ def retry(obj: Lazy, number: int, failed: bool, unknown: bool) -> None:
     from pipeline.deliver.control import retry_issue
 
     n = retry_issue(get(obj), number, failed=failed, unknown=unknown)
-    click.echo(f"{n} recipients queued again for issue #{number}: run `kpdigest issue send {number}`")
+    click.echo(f"{plural(n, 'recipient')} queued again for issue #{number}: run "
+               f"`kpdigest issue send {number}`")
 
 
 @click.command()
