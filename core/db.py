@@ -9,8 +9,10 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import Connection, CursorResult
+from sqlalchemy.exc import ArgumentError
 
 from core.config import PROJECT_ROOT
+from core.errors import DatabaseUnavailable
 
 MIGRATIONS = PROJECT_ROOT / "migrations"
 
@@ -51,7 +53,30 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    try:
+        engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    except ArgumentError as exc:  # also NoSuchModuleError: no such dialect
+        raise DatabaseUnavailable(f"database_url: {_first_line(exc)} "
+                                  "(supported: sqlite:///path, postgresql://...)") from exc
+    except ImportError as exc:  # a dialect whose driver is not installed (mysql://)
+        raise DatabaseUnavailable(f"database_url: the {url.split(':', 1)[0]} driver is not "
+                                  f"installed ({exc}); supported: sqlite, postgresql") from exc
+    event.listen(engine, "handle_error", _unreachable)
+    return engine
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _unreachable(context: Any) -> BaseException | None:
+    """A failure to connect at all becomes one clear line instead of a driver traceback
+    (a failed pre-ping is left alone: the pool reconnects)."""
+    if context.connection is not None or context.is_pre_ping:
+        return None
+    url = context.engine.url.render_as_string(hide_password=True) if context.engine else "?"
+    return DatabaseUnavailable(f"cannot connect to the database {url}: "
+                               f"{_first_line(context.original_exception)}")
 
 
 def new_id(result: CursorResult[Any]) -> int:

@@ -47,3 +47,18 @@ class CheckFailed(KpdigestError):
     """An issue failed its pre-send checks."""
 
     exit_code = 6
+
+
+class AccountError(ConfigError):
+    """The provider refused the account or the way we reach it, not a recipient: bad
+    credentials (401/403), a host that does not resolve or refuses connections, a TLS
+    failure, a sender domain not verified, an SMTP policy refusal (5.7.26, 5.7.515,
+    5.7.1 policy, 5.7.25). Sending pauses the whole issue at once: retrying recipients
+    or suppressing them would only spend their attempts on our own mistake."""
+
+
+class DatabaseUnavailable(KpdigestError):
+    """The database URL is unusable: it does not parse, names a driver that is not
+    installed, or the server does not answer."""
+
+    exit_code = 11

@@ -168,8 +168,9 @@ issues = Table(
     Column("number", Integer),  # null while skipped: skips do not use up a number
     Column("list_id", Integer, ForeignKey("lists.id"), nullable=False),
     Column("period", String(20), nullable=False),  # e.g. 2026-W48: one issue per list and period
-    Column("status", String(12), nullable=False),
-    # draft -> frozen -> sending -> sent; paused, cancelled; skipped (no content)
+    Column("status", String(24), nullable=False),
+    # draft -> frozen -> sending -> sent | sent with failures | needs attention | failed;
+    # paused, cancelled; skipped (no content): core.states.IssueStatus
     Column("subject", Text, nullable=False, default=""),
     Column("preheader", Text, nullable=False, default=""),
     Column("intro", Text, nullable=False, default=""),
@@ -263,8 +264,9 @@ deliveries = Table(
     Column("email", String(320), nullable=False),
     Column("name", String(200), nullable=False, default=""),
     Column("variant", String(100), nullable=False, default=""),  # content variant (topic set)
-    Column("state", String(10), nullable=False, default="queued"),
-    # queued -> sending -> sent | failed | unknown | suppressed
+    Column("state", String(12), nullable=False, default="queued"),
+    # queued -> sending (claimed) -> posted (on the wire) -> sent | failed | unknown |
+    # suppressed: core.states.DeliveryState
     Column("attempts", Integer, nullable=False, default=0),
     Column("claimed_by", String(100)),  # the sender that claimed it; kept once recorded
     Column("claimed_at", TS),

@@ -12,22 +12,39 @@ from enum import StrEnum
 
 
 class IssueStatus(StrEnum):
-    """draft -> frozen -> sending -> sent; paused, cancelled; skipped (no content)."""
+    """draft -> frozen -> sending -> one of the four outcomes; paused, cancelled; skipped.
+
+    The outcome says what happened: `sent` (everyone accepted or suppressed), `sent with
+    failures` (some refused), `needs attention` (some `unknown`: nobody knows whether
+    they got it), `failed` (nothing accepted, or a configuration error stopped it).
+    """
 
     DRAFT = "draft"
     FROZEN = "frozen"
     SENDING = "sending"
     SENT = "sent"
+    SENT_WITH_FAILURES = "sent with failures"
+    NEEDS_ATTENTION = "needs attention"
+    FAILED = "failed"
     PAUSED = "paused"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
 
 
+SENDABLE = (IssueStatus.FROZEN, IssueStatus.SENDING)  # a sender may claim
+# Finished: the issue went out (to some at least); the archive shows it.
+DELIVERED = (IssueStatus.SENT, IssueStatus.SENT_WITH_FAILURES, IssueStatus.NEEDS_ATTENTION)
+FINISHED = (*DELIVERED, IssueStatus.FAILED)
+
+
 class DeliveryState(StrEnum):
-    """queued -> sending -> sent | failed | unknown | suppressed."""
+    """queued -> sending (claimed) -> posted (the request started) -> sent | failed |
+    unknown | suppressed. A dead sender's `sending` rows were never on the wire and go
+    back to the queue; its `posted` rows may have been accepted and become `unknown`."""
 
     QUEUED = "queued"
     SENDING = "sending"
+    POSTED = "posted"
     SENT = "sent"
     FAILED = "failed"
     UNKNOWN = "unknown"

@@ -1,7 +1,7 @@
 """What every command module shares: the error-to-exit-code group and the lazily opened context.
 
-Library errors (KpdigestError) become one clear line on stderr and a distinct exit code;
-anything else is a bug and keeps its traceback.
+Library errors (KpdigestError) and usage errors become one clear line on stderr and a
+distinct exit code (see the README's table); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +14,20 @@ import click
 from core.context import Context
 from core.errors import KpdigestError
 
+USAGE_EXIT = 64  # sysexits' EX_USAGE: the command line itself is wrong
+# An issue send's outcome as the exit code of `issue send` and `kpdigest run`.
+OUTCOME_EXIT = {"sent": 0, "sent with failures": 7, "needs attention": 8, "failed": 9}
+NOT_FINISHED_EXIT = 10  # paused, stopped, or waiting for the daily allowance
+
+
+def outcome_exit_code(status: str) -> int:
+    return OUTCOME_EXIT.get(status, NOT_FINISHED_EXIT)
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """`1 recipient`, `2 recipients`."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
 
 class Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
@@ -22,6 +36,28 @@ class Group(click.Group):
         except KpdigestError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Usage errors as one line with their own exit code, not click's three."""
+        kwargs.setdefault("standalone_mode", True)
+        if not kwargs["standalone_mode"]:
+            return super().main(*args, **kwargs)
+        try:
+            code = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else "")
+            sys.exit(0)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else self.name
+            click.echo(f"Error: {exc.format_message()} (see `{where} --help`)", err=True)
+            sys.exit(USAGE_EXIT)
+        except click.Abort:
+            click.echo("Aborted: nothing was changed (commands that ask accept --yes).", err=True)
+            sys.exit(1)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)  # ctx.exit(n) returns n here
 
 
 class Lazy:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import click
 
-from kpdigest.base import Lazy, get, pass_ctx
+from kpdigest.base import Lazy, get, outcome_exit_code, pass_ctx, plural
 
 
 @click.command()
@@ -30,6 +33,9 @@ def collect(obj: Lazy, force: bool) -> None:
 
     ctx = get(obj)
     ctx.require_schema()
+    # Each feed's error is printed below; the library's warning would print it twice.
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        logging.getLogger("pipeline.collect.run").setLevel(logging.ERROR)
     report = run_collect(ctx, force=force)
     for o in report.outcomes:
         if o.error:
@@ -44,7 +50,7 @@ def collect(obj: Lazy, force: bool) -> None:
         click.echo(f"{name}: backing off until {until:%Y-%m-%d %H:%M} UTC (--force to try now)")
     for name, count in report.clusters:
         click.echo(f"{name}: {count} near-identical entries grouped into one story")
-    click.echo(f"{report.new} new articles from {len(report.outcomes)} feeds, "
+    click.echo(f"{plural(report.new, 'new article')} from {plural(len(report.outcomes), 'feed')}, "
                f"{len(report.failed)} failed" + (f", {report.grouped} joined a story as near-duplicates"
                                                  if report.grouped else "")
                + (f", {report.full} began a new story (their story was full)" if report.full else ""))
@@ -54,11 +60,18 @@ def collect(obj: Lazy, force: bool) -> None:
 @click.option("--force", is_flag=True, help="Send even if the issue fails its checks.")
 @pass_ctx
 def run(obj: Lazy, force: bool) -> None:
-    """Collect, build and send once: what the scheduler does each week."""
+    """Collect, build and send once: what the scheduler does each week.
+
+    Exits 0 for a clean send (or nothing to send this period), else with the issue's
+    outcome code (see the README)."""
     from pipeline.jobs.weekly import run_weekly
 
     result = run_weekly(get(obj), force=force, echo=click.echo)
     click.echo(result.summary)
+    if result.status:  # the issue's status: exit 0 only for a clean send
+        code = outcome_exit_code(result.status)
+        if code:
+            sys.exit(code)
 
 
 @click.command()

@@ -16,7 +16,7 @@ def issue() -> None:
 
 
 @issue.command()
-@click.option("--period", help="Period key (default: this ISO week, e.g. 2026-W48).")
+@click.option("--period", help="ISO week, e.g. 2026-W48 (default: this week).")
 @pass_ctx
 def build(obj: Lazy, period: str | None) -> None:
     """Select articles and freeze the next issue; prints its number."""
@@ -66,10 +66,13 @@ def list_(obj: Lazy) -> None:
 
     ctx = get(obj)
     ctx.require_schema()
-    for row in list_issues(ctx):
+    rows = list_issues(ctx)
+    for row in rows:
         num = f"#{row.number}" if row.number else "-"
         extra = f"  ({row.skip_reason})" if row.skip_reason else f"  {row.subject}"
         click.echo(f"{num:>5}  {row.period}  {row.status:<9}{extra}")
+    if not rows:
+        click.echo("no issues yet (`kpdigest issue build` makes this week's)")
 
 
 def register(group: click.Group) -> None:

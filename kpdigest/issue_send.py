@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from kpdigest.base import Lazy, get, pass_ctx
+from kpdigest.base import Lazy, get, outcome_exit_code, pass_ctx, plural
 
 
 def _duration(seconds: float | None) -> str:
@@ -34,8 +34,8 @@ def send(obj: Lazy, number: int, force: bool, progress: bool | None) -> None:
     from pipeline.deliver.engine import send_issue, stop_on_signals
 
     ctx = get(obj)
-    left = issue_progress(ctx, number).counts
-    todo = left["queued"] + left["sending"]
+    before = issue_progress(ctx, number)
+    todo = sum(before.counts.values()) - before.done
     show = sys.stderr.isatty() if progress is None else progress
     with stop_on_signals(threading.Event()) as stop, \
             click.progressbar(length=todo, label=f"issue #{number}", file=sys.stderr,
@@ -43,11 +43,20 @@ def send(obj: Lazy, number: int, force: bool, progress: bool | None) -> None:
         r = send_issue(ctx, number, force=force, stop=stop,
                        progress=bar.update if show else None)
     c = r.counts
-    totals = ", ".join(f"{k} {v}" for k, v in c.items())
-    click.echo(f"issue #{number}: sent now {r.sent_now}; totals: {totals}")
+    totals = ", ".join(f"{k} {v}" for k, v in c.items() if v or k in ("sent", "failed", "unknown"))
+    click.echo(f"issue #{number}: {r.status}; sent now {r.sent_now}; totals: {totals}")
     if r.recovered_unknown:
-        click.echo(f"{r.recovered_unknown} recipients left in flight by a stopped sender are now unknown "
-                   f"(see `kpdigest issue retry {number} --unknown`)", err=True)
+        click.echo(f"{plural(r.recovered_unknown, 'recipient')} left in flight by a stopped "
+                   f"sender {'is' if r.recovered_unknown == 1 else 'are'} now unknown "
+                   f"({c['unknown']} unknown in all)", err=True)
+    if r.requeued:
+        click.echo(f"{plural(r.requeued, 'recipient')} claimed by a stopped sender but never "
+                   "posted went back to the queue", err=True)
+    p = issue_progress(ctx, number)
+    for g in p.errors:
+        click.echo(f"  {g.state} {g.count}: {g.reason}", err=True)
+    if p.next_step and r.status not in ("sending", "paused"):
+        click.echo(f"next: {p.next_step}", err=True)
     if r.paused and r.paused.startswith("issue is"):  # paused or cancelled from elsewhere
         click.echo(f"stopped: {r.paused}", err=True)
     elif r.paused:
@@ -57,6 +66,9 @@ def send(obj: Lazy, number: int, force: bool, progress: bool | None) -> None:
     elif r.stopped:
         click.echo(f"stopped; {c['queued']} still queued: run `kpdigest issue send {number}` to continue",
                    err=True)
+    code = outcome_exit_code(r.status)
+    if code:
+        sys.exit(code)
 
 
 @click.command()
@@ -72,13 +84,22 @@ def status(obj: Lazy, number: int | None) -> None:
     with ctx.engine.connect() as conn:
         row = get_issue(conn, number)
     p = issue_progress(ctx, row.number)
-    why = f" ({p.pause_reason})" if p.status == "paused" and p.pause_reason else ""
+    why = f" ({p.pause_reason})" if p.status in ("paused", "failed") and p.pause_reason else ""
     click.echo(f"issue #{row.number} ({row.period}): {p.status}{why}")
     for state, n in p.counts.items():
         click.echo(f"  {state:<11}{n:>9}")
     click.echo(f"  {'total':<11}{p.total:>9}")
-    if p.counts["queued"] or p.counts["sending"]:
+    if p.resent:
+        click.echo(f"{plural(p.resent, 'recipient')} may have received it twice "
+                   "(resent after an unknown outcome)")
+    if p.errors:
+        click.echo("errors by reason:")
+        for g in p.errors:
+            click.echo(f"  {g.state} {g.count}: {g.reason}")
+    if p.total > p.done:
         click.echo(f"rate {p.rate:.1f}/s over the last minute; ETA {_duration(p.eta_seconds)}")
+    if p.next_step:
+        click.echo(f"next: {p.next_step}")
 
 
 @click.command()
@@ -127,9 +148,34 @@ def retry(obj: Lazy, number: int, failed: bool, unknown: bool) -> None:
     from pipeline.deliver.control import retry_issue
 
     n = retry_issue(get(obj), number, failed=failed, unknown=unknown)
-    click.echo(f"{n} recipients queued again for issue #{number}: run `kpdigest issue send {number}`")
+    click.echo(f"{plural(n, 'recipient')} queued again for issue #{number}: run "
+               f"`kpdigest issue send {number}`")
+
+
+@click.command()
+@click.argument("number", type=int)
+@pass_ctx
+def reconcile(obj: Lazy, number: int) -> None:
+    """Ask the provider which `unknown` recipients it accepted (also done before every send).
+
+    Exits 0 when nobody is left unknown, 8 (needs attention) otherwise.
+    """
+    from pipeline.deliver.reconcile import reconcile_issue
+
+    r = reconcile_issue(get(obj), number)
+    if not r.asked:
+        click.echo(f"issue #{number}: no unknown recipients; nothing to reconcile")
+        return
+    click.echo(f"issue #{number}: asked about {plural(r.asked, 'unknown recipient')}: "
+               f"{r.accepted} accepted (now sent), {r.requeued} queued again with their "
+               f"idempotency key, {r.still_unknown} still unknown; now {r.status}")
+    click.echo(f"how: {r.how}")
+    if r.still_unknown:
+        click.echo(f"next: `kpdigest issue retry {number} --unknown` resends the rest (they "
+                   "may get it twice; each gets a note on their history)", err=True)
+        sys.exit(outcome_exit_code("needs attention"))
 
 
 def register(issue: click.Group) -> None:
-    for cmd in (send, status, pause, resume, cancel, retry):
+    for cmd in (send, status, pause, resume, cancel, retry, reconcile):
         issue.add_command(cmd)

@@ -93,10 +93,14 @@ def list_(obj: Lazy, all_: bool) -> None:
     ctx = get(obj)
     ctx.require_schema()
     states = q.STATES if all_ else ("queued", "approved")
-    for row in q.list_items(ctx, states):
+    rows = q.list_items(ctx, states)
+    for row in rows:
         pin = "*" if row.pinned else " "
         click.echo(f"{row.id:>5}{pin} {row.state:<9} {row.score:>5.1f}  {row.title}"
                    + (f"  [{row.note}]" if row.note else ""))
+    if not rows:
+        click.echo("the queue is empty" if all_ else
+                   "no open items in the queue (`queue list --all` shows rejected and used ones)")
 
 
 def _state_command(name: str, state: str) -> click.Command:
@@ -127,7 +131,7 @@ def pin(obj: Lazy, item_id: int, off: bool) -> None:
 
 @queue.command()
 @click.argument("item_id", type=int)
-@click.argument("position", type=int)
+@click.argument("position", type=click.IntRange(min=1))
 @pass_ctx
 def move(obj: Lazy, item_id: int, position: int) -> None:
     """Move an item to POSITION (1 = first)."""

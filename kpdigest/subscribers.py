@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from core.errors import InvalidInput
-from kpdigest.base import Lazy, get, pass_ctx
+from kpdigest.base import Lazy, get, pass_ctx, plural
 
 
 @click.group()
@@ -27,6 +27,9 @@ def add(obj: Lazy, email: str, name: str, topics: tuple[str, ...]) -> None:
 
     ctx = get(obj)
     ctx.require_schema()
+    unknown = [t for t in topics if t not in ctx.config.topics]
+    if unknown:
+        raise InvalidInput(f"unknown topic {unknown[0]!r} (known: {', '.join(ctx.config.topics)})")
     sid = add_subscriber(ctx, email, name, confirmed=True, topics=list(topics) or None,
                          source="cli")
     click.echo(f"subscriber {sid}: {email}")
@@ -67,7 +70,7 @@ def export(obj: Lazy, out: Path | None) -> None:
     if out:
         with out.open("w", newline="", encoding="utf-8") as fh:
             n = export_csv(ctx, fh)
-        click.echo(f"{n} subscribers written to {out}", err=True)
+        click.echo(f"{plural(n, 'subscriber')} written to {out}", err=True)
     else:
         export_csv(ctx, sys.stdout)
 
@@ -80,8 +83,12 @@ def list_(obj: Lazy) -> None:
 
     ctx = get(obj)
     ctx.require_schema()
+    empty = True
     for row in iter_subscribers(ctx):
+        empty = False
         click.echo(f"{row.id:>7}  {row.status:<13} {row.email}  {row.name}")
+    if empty:
+        click.echo("no subscribers yet (`kpdigest subscribers add` or `subscribers import`)")
 
 
 @subscribers.command()

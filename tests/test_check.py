@@ -87,7 +87,8 @@ def test_fetch_links_finds_broken_ones(make_ctx, feed_server):
     report = check_issue(ctx, number, spam=False)
     assert not any(p.startswith("broken link") for p in report.problems)
     assert any(feed_server.url("/gone") in w and "not HTTPS" in w for w in report.warnings)
-    assert any("not HTTPS" in p and "/unsubscribe/" in p for p in report.problems)  # own links
+    assert any("not HTTPS" in w and "/unsubscribe/" in w and "local trial" in w
+               for w in report.warnings)  # own links on loopback: a local trial
     fetched = check_issue(ctx, number, spam=False, fetch_links=True)
     broken = [p for p in fetched.problems if p.startswith("broken link")]
     assert len(broken) == 1 and feed_server.url("/gone") in broken[0] and "HTTP 404" in broken[0]
@@ -133,3 +134,41 @@ def test_spam_score_is_part_of_the_check(make_ctx, feed_server):
     result = report.spam["variant all topics"]
     assert result.score < 2.0 and result.required == 5.0
     assert any("SpamAssassin score" in line for line in report.info)
+
+
+def test_the_local_trial_setup_passes_without_one_click_over_http(make_ctx, feed_server):
+    """docs/web.md's local trial (site.base_url on plain http) passes the check: the mail
+    carries an ordinary unsubscribe link, not RFC 8058's one-click, which needs https."""
+    from pipeline.compose.check import sample_recipient
+    from pipeline.compose.issues import get_issue
+    from pipeline.deliver.engine import load_variants
+    from tests.fakes.issue import make_issue
+
+    ctx, number = _issue(make_ctx, feed_server, site={"base_url": "http://127.0.0.1:8000"})
+    report = check_issue(ctx, number, spam=False)
+    assert report.ok, report.problems
+    assert any("no one-click unsubscribe: site.base_url is not https" in i for i in report.info)
+    with ctx.engine.connect() as conn:
+        issue = get_issue(conn, number)
+    variant = next(iter(load_variants(ctx, issue).values()))
+    headers = variant.headers_for(sample_recipient(ctx.config))
+    assert "List-Unsubscribe-Post" not in headers
+    assert headers["List-Unsubscribe"].startswith("<http://127.0.0.1:8000/unsubscribe/")
+    public = make_ctx(site={"base_url": "http://digest.example.com"})
+    report = check_issue(public, make_issue(public, 1), spam=False)
+    assert any("not HTTPS: http://digest.example.com/unsubscribe/" in p for p in report.problems)
+
+
+def test_one_click_headers_over_http_are_refused_with_the_reason():
+    from pipeline.compose.check import CheckReport, _one_click
+
+    report = CheckReport(1)
+    _one_click({"List-Unsubscribe": "<http://x.example/unsubscribe/t>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}, "variant all", report)
+    assert report.problems == ["variant all: one-click unsubscribe (List-Unsubscribe-Post) over "
+                               "http (http://x.example/unsubscribe/t): RFC 8058 requires https; "
+                               "set site.base_url to an https URL"]
+    fine = CheckReport(1)
+    _one_click({"List-Unsubscribe": "<https://x.example/unsubscribe/t>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}, "variant all", fine)
+    assert fine.problems == [] and fine.info == []

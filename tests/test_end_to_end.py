@@ -93,7 +93,7 @@ def test_too_few_articles_records_a_skip(make_ctx, feed_server):
     collect(ctx)
     built = build_issue(ctx)
     assert built.status == "skipped"
-    assert built.reason == "1 new items, 3 needed"
+    assert built.reason == "1 new item, 3 needed"
 
 
 def test_next_issue_excludes_articles_already_sent(make_ctx, feed_server):

@@ -43,7 +43,7 @@ def test_a_thin_week_is_recorded_as_skipped_with_its_reason(make_ctx, tmp_path):
     feed.write_bytes(rss("One", KP_ITEMS[:1]))
     ctx = make_ctx(feeds=[("One", str(feed), ["kp"])])
     out = jobs.run_recorded(ctx, "weekly", jobs.body_for("weekly", ctx, threading.Event()))
-    reason = f"issue skipped for {_period(ctx)}: 1 new items, 3 needed"
+    reason = f"issue skipped for {_period(ctx)}: 1 new item, 3 needed"
     assert (out.result, out.message) == ("skipped", reason)
     row = _row(ctx, "weekly")
     assert (row.result, row.message) == ("skipped", out.message)
@@ -51,7 +51,7 @@ def test_a_thin_week_is_recorded_as_skipped_with_its_reason(make_ctx, tmp_path):
 
     result = CliRunner().invoke(cli, ["--config", str(ctx.config.source), "schedule", "status"])
     assert result.exit_code == 0, result.output
-    assert "skipped" in result.output and "1 new items, 3 needed" in result.output
+    assert "skipped" in result.output and "1 new item, 3 needed" in result.output
 
 
 def _period(ctx):

@@ -22,9 +22,10 @@ from sqlalchemy import select
 from core.config import PROJECT_ROOT
 from core.models import deliveries
 from pipeline.compose.issues import get_issue
-from pipeline.deliver.engine import Linker, load_variants, recipients_for
+from pipeline.deliver.engine import load_variants, recipients_for
 from pipeline.deliver.transports import get_transport
 from pipeline.deliver.transports.base import UnknownOutcome
+from subscribers.links import Linker
 from tests.conftest import REQUIRE_TOOLS
 from tests.fakes.issue import make_issue
 
@@ -150,3 +151,42 @@ def test_the_mock_does_reject_a_request_off_the_contract(prism):
     resp = requests.post(prism["postmark"] + "/email/batch", json=bad,
                          headers={"X-Postmark-Server-Token": "k"}, timeout=30)
     assert resp.status_code == 422 and "sl-violations" in resp.headers
+
+
+@pytest.mark.parametrize("kind", ["postmark", "mailgun"])
+def test_reconcile_searches_validate_against_the_provider_spec(prism, make_ctx, monkeypatch, kind):
+    """Postmark's outbound message search and Mailgun's events API, as `issue reconcile`
+    calls them."""
+    ctx, transport, seen = _transport(make_ctx, monkeypatch, kind, prism[kind])
+    number = make_issue(ctx, 2)
+    with ctx.engine.connect() as conn:
+        issue = get_issue(conn, number)
+        rows = conn.execute(select(deliveries.c.id, deliveries.c.email)
+                            .where(deliveries.c.issue_id == issue.id)).all()
+    found = transport.lookup(number, rows)
+    assert isinstance(found, dict)  # the mock's example data need not name our rows
+    assert len(seen) == 2
+    for resp in seen:
+        _valid(resp)
+    transport.close()
+
+
+@pytest.mark.parametrize(("kind", "code"), [("sendgrid", "401"), ("sendgrid", "403"),
+                                             ("mailgun", "401")])
+def test_a_declared_auth_refusal_is_an_account_error(prism, make_ctx, monkeypatch, kind, code):
+    """Where the spec defines the answer to a bad key, it stops the issue (no retry, no
+    per-recipient failure)."""
+    from core.errors import AccountError
+
+    ctx, transport, seen = _transport(make_ctx, monkeypatch, kind, prism[kind])
+    transport.session.headers["Prefer"] = f"code={code}"
+    number = make_issue(ctx, 2)
+    with ctx.engine.connect() as conn:
+        issue = get_issue(conn, number)
+        rows = conn.execute(select(deliveries).where(deliveries.c.issue_id == issue.id)).all()
+    variant = load_variants(ctx, issue)[""]
+    recipients = recipients_for(Linker(ctx.config.site.base_url, "k", issue.frozen_at), rows)
+    with pytest.raises(AccountError, match=f"HTTP {code}"):
+        transport.send_batch(variant, recipients, "contract-batch-2")
+    assert seen[0].status_code == int(code) and "sl-violations" not in seen[0].headers
+    transport.close()

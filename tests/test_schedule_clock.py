@@ -93,7 +93,7 @@ def test_downtime_within_grace_runs_late_beyond_it_is_recorded_missed(make_ctx, 
     assert stored.astimezone(UTC) == datetime(2026, 11, 26, 8, 0, tzinfo=UTC)  # kept, not recomputed
     assert row.result == "skipped"
     if down_hours == 2:  # ran two hours late; the thin week is itself a skip with its reason
-        assert row.message == "issue skipped for 2026-W48: 1 new items, 3 needed"
+        assert row.message == "issue skipped for 2026-W48: 1 new item, 3 needed"
     else:
         assert row.message == ("missed: due 2026-11-26 08:00 GMT, the scheduler was not running until "
                                "2026-11-26 15:00 GMT; 7h00m late is past the 6h00m grace window")

@@ -16,8 +16,8 @@ from core.errors import CheckFailed, StateError
 from core.models import deliveries, issues, suppressions
 from pipeline.compose.issues import get_issue
 from pipeline.deliver.control import cancel_issue, issue_progress, pause_issue, resume_issue, retry_issue
-from pipeline.deliver.engine import Linker
 from pipeline.deliver.engine import send_issue as checked_send
+from subscribers.links import Linker
 from subscribers.tokens import link, read_token
 from tests.fakes.issue import emails, make_issue
 from tests.fakes.providers import FakeProvider, Fault
@@ -71,7 +71,7 @@ def test_every_reader_exactly_once_and_rerun_sends_nothing(make_ctx, monkeypatch
 def test_a_worker_error_ends_the_run_and_gc_settings_come_back(make_ctx, monkeypatch):
     import gc
 
-    from pipeline.deliver import engine as send_module
+    from pipeline.deliver import ledger as send_module
 
     ctx = make_ctx(sending={"batch_size": 2, "max_in_flight": 3})
     number = make_issue(ctx, 20)
@@ -130,7 +130,7 @@ def test_postmark_batch_with_failed_and_inactive_messages(make_ctx, monkeypatch,
 
 @pytest.mark.parametrize("fake", ["postmark", "sendgrid", "mailgun", "resend"], indirect=True)
 def test_rate_limit_signal_is_read_and_the_batch_retried(make_ctx, monkeypatch, fake):
-    from pipeline.deliver.engine import Linker, load_variants, recipients_for
+    from pipeline.deliver.engine import load_variants, recipients_for
     from pipeline.deliver.transports import get_transport
     from pipeline.deliver.transports.base import RetryBatch
 

@@ -13,8 +13,9 @@ from sqlalchemy import select
 from core.errors import ConfigError
 from core.models import deliveries
 from pipeline.compose.issues import get_issue
-from pipeline.deliver.engine import Linker, load_variants, recipients_for
+from pipeline.deliver.engine import load_variants, recipients_for
 from pipeline.deliver.transports import get_transport
+from subscribers.links import Linker
 from tests.fakes.issue import make_issue
 from tests.fakes.providers import FakeProvider, parse_form
 

@@ -26,6 +26,7 @@ EDITORS = ("admin", "editor")
 def _dashboard_data() -> dict[str, Any]:
     from pipeline.collect.feeds import feed_health
     from pipeline.compose.issues import delivery_counts, get_issue
+    from pipeline.deliver.outcome import error_groups, next_step
     from pipeline.jobs.registry import schedule_status
 
     data: dict[str, Any] = {"jobs": schedule_status(ctx()), "feeds": feed_health(ctx()),
@@ -35,6 +36,9 @@ def _dashboard_data() -> dict[str, Any]:
         try:
             data["last"] = get_issue(conn)
             data["counts"] = delivery_counts(conn, data["last"].id)
+            last = data["last"]
+            data["errors"] = error_groups(conn, last.id)  # grouped by reason, largest first
+            data["next_step"] = next_step(last.status, last.number, data["counts"], last.pause_reason)
         except KpdigestError:
             pass
     return data

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from core.errors import InvalidInput, KpdigestError, NotFound
 from core.models import issues, lists
+from core.states import DELIVERED, IssueStatus
 from pipeline.deliver.mailer import send_link
 from subscribers import consent, store
 from subscribers.ratelimit import hit
@@ -191,7 +192,7 @@ def erase(token: str) -> tuple[str, int]:
 def _published() -> Any:
     weekly = select(lists.c.id).where(lists.c.slug == store.DEFAULT_LIST).scalar_subquery()
     return select(issues).where(issues.c.list_id == weekly, issues.c.number.is_not(None),
-                                issues.c.status.in_(("sending", "sent")))
+                                issues.c.status.in_((IssueStatus.SENDING, *DELIVERED)))
 
 
 @bp.get("/archive")

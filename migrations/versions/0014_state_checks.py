@@ -4,23 +4,24 @@ The values are written out here, not imported: a migration is a snapshot, and a 
 state gets its own migration that replaces the constraint.
 
 Revision ID: 0014
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-07 22:00:00
 """
 from alembic import op
 
 
 revision = '0014'
-down_revision = '0005'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
 CHECKS = {
     # table: [(constraint name, column, allowed values)]
     'issues': [('ck_issues_status', 'status', (
-        'draft', 'frozen', 'sending', 'sent', 'paused', 'cancelled', 'skipped'))],
+        'draft', 'frozen', 'sending', 'sent', 'sent with failures', 'needs attention', 'failed',
+        'paused', 'cancelled', 'skipped'))],
     'deliveries': [('ck_deliveries_state', 'state', (
-        'queued', 'sending', 'sent', 'failed', 'unknown', 'suppressed'))],
+        'queued', 'sending', 'posted', 'sent', 'failed', 'unknown', 'suppressed'))],
     'queue_items': [('ck_queue_items_state', 'state', ('queued', 'approved', 'rejected', 'used'))],
     'subscriptions': [('ck_subscriptions_status', 'status', (
         'pending', 'active', 'paused', 'unsubscribed'))],

@@ -99,6 +99,7 @@ def check_variant(cfg: Config, variant: PreparedVariant, label: str, report: Che
         report.problems.append(f"{label}: HTML is {size} bytes, over the "
                                f"{cfg.digest.max_html_bytes}-byte budget")
     reader = sample_recipient(cfg)
+    _one_click(variant.headers_for(reader), label, report)
     html = variant.html_for(reader)
     doc = lxml.html.document_fromstring(html)
     _images(doc, label, report)
@@ -106,6 +107,19 @@ def check_variant(cfg: Config, variant: PreparedVariant, label: str, report: Che
     _footer(cfg, variant, label, report, html=doc.text_content(), text=variant.text_for(reader),
             hrefs=set(links) | {a.get("href") for a in doc.iter("a")}, web_link=web_link)
     return {u: label for u in links if u not in (reader.unsubscribe_url, reader.preferences_url)}
+
+
+def _one_click(headers: dict[str, str], label: str, report: CheckReport) -> None:
+    """RFC 8058: one-click unsubscribe (a POST without confirmation) over HTTPS only; a
+    plain-http base URL gets an ordinary unsubscribe link, said here."""
+    target = headers.get("List-Unsubscribe", "").split(",")[0].strip(" <>")
+    if "List-Unsubscribe-Post" in headers and not target.lower().startswith("https://"):
+        report.problems.append(f"{label}: one-click unsubscribe (List-Unsubscribe-Post) over "
+                               f"http ({target}): RFC 8058 requires https; set site.base_url "
+                               "to an https URL")
+    elif "List-Unsubscribe-Post" not in headers:
+        report.info.append(f"{label}: no one-click unsubscribe: site.base_url is not https "
+                           "(RFC 8058); fine for a local trial, set https for real readers")
 
 
 def _images(doc: Any, label: str, report: CheckReport) -> None:
@@ -117,6 +131,9 @@ def _images(doc: Any, label: str, report: CheckReport) -> None:
             report.warnings.append(f"{label}: image without an explicit width: {src}")
         if urlsplit(src).scheme != "https":
             report.warnings.append(f"{label}: image not served over HTTPS: {src}")
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def link_problem(href: str | None) -> str | None:
@@ -152,8 +169,10 @@ def _links(doc: Any, label: str, report: CheckReport, own: tuple[str, ...]) -> l
             continue
         seen.append(href)
         if urlsplit(href).scheme == "http":
-            bucket = report.problems if href in own else report.warnings
-            bucket.append(f"{label}: link is not HTTPS: {href}")
+            local = urlsplit(href).hostname in LOOPBACK  # a local trial: no reader gets it
+            bucket = report.problems if href in own and not local else report.warnings
+            bucket.append(f"{label}: link is not HTTPS: {href}"
+                          + (" (loopback: a local trial only)" if local else ""))
     return [h for h in seen if urlsplit(h).scheme in ("http", "https")]
 
 

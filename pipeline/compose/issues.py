@@ -8,8 +8,9 @@ or a complete one. One issue per list and period is a unique key in the database
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from core.config import Config
 from core.context import Context
 from core.db import utcnow
-from core.errors import NotFound
+from core.errors import InvalidInput, NotFound
 from core.models import (
     articles,
     deliveries,
@@ -33,12 +34,13 @@ from core.models import (
     subscriptions,
     suppressions,
 )
+from core.states import DeliveryState
 from pipeline.compose.personalize import Personalizer, new_key
 from pipeline.compose.render import Rendered, render_issue
 from pipeline.curate.select import Selection, select_articles
 from subscribers.store import DEFAULT_LIST, ensure_default_list
 
-DELIVERY_STATES = ("queued", "sending", "sent", "failed", "unknown", "suppressed")
+DELIVERY_STATES = tuple(DeliveryState)
 
 
 @dataclass
@@ -57,6 +59,20 @@ def period_for(now: datetime, cfg: Config) -> str:
     """The ISO week of `now` in the schedule's timezone: one weekly issue per period."""
     iso = now.astimezone(ZoneInfo(cfg.schedule.timezone)).isocalendar()
     return f"{iso.year}-W{iso.week:02d}"
+
+
+_ISO_WEEK = re.compile(r"(\d{4})-W(\d{2})\Z")
+
+
+def check_period(period: str) -> str:
+    """An ISO week such as 2026-W48 that exists (W53 only in long years), else InvalidInput."""
+    m = _ISO_WEEK.match(period.strip())
+    if m:
+        year, week = int(m.group(1)), int(m.group(2))
+        weeks = date(year, 12, 28).isocalendar().week  # 28 December is always in the last week
+        if 1 <= week <= weeks:
+            return f"{year}-W{week:02d}"
+    raise InvalidInput(f"--period {period!r}: expected an ISO week such as 2026-W48")
 
 
 def web_url(cfg: Config, number: int) -> str:
@@ -110,7 +126,7 @@ def build_issue(ctx: Context, *, now: datetime | None = None, period: str | None
     ctx.require_schema()
     cfg = ctx.config
     now = now or utcnow()
-    period = period or period_for(now, cfg)
+    period = check_period(period) if period else period_for(now, cfg)
     review = cfg.schedule.review if review is None else review
     try:
         with ctx.engine.begin() as conn:

@@ -70,11 +70,18 @@ def list_unsubscribe(cfg: Config, url: str, fold: bool = True) -> str:
     return value
 
 
+def one_click(cfg: Config) -> bool:
+    """RFC 8058 allows one-click unsubscribe (List-Unsubscribe-Post) for HTTPS URLs only."""
+    return cfg.site.base_url.lower().startswith("https://")
+
+
 def list_headers(cfg: Config, issue_number: int, list_slug: str = "weekly") -> list[tuple[str, str]]:
-    """The headers every digest carries that do not depend on the recipient."""
+    """The headers every digest carries that do not depend on the recipient; one-click
+    unsubscribe only where RFC 8058 allows it (an https `site.base_url`)."""
+    post = [("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")] if one_click(cfg) else []
     return [
         ("List-Id", f"{encode_header(cfg.site.name, 'List-Id')} <{cfg.sender.list_id}>"),
-        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        *post,
         ("Feedback-ID", f"{issue_number}:{list_slug}:digest:{cfg.sender.feedback_id}"),
         (ISSUE_HEADER, str(issue_number)),
     ]

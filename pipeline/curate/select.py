@@ -23,7 +23,8 @@ class Selection:
         return len(self.picked) >= cfg.selection.min_items
 
     def reason(self, cfg: Config) -> str:
-        return f"{len(self.picked)} new items, {cfg.selection.min_items} needed"
+        n = len(self.picked)
+        return f"{n} new item{'' if n == 1 else 's'}, {cfg.selection.min_items} needed"
 
 
 def _used_story_clause() -> Any:

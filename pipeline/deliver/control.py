@@ -11,13 +11,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection
 
 from core.context import Context
 from core.db import utcnow
 from core.errors import InvalidInput, StateError
-from core.models import deliveries, issues
+from core.models import deliveries, events, issues
+from core.states import FINISHED, SENDABLE, DeliveryState, IssueStatus
 from pipeline.compose.issues import delivery_counts, get_issue
+from pipeline.deliver.outcome import LEFT, ErrorGroup, error_groups, next_step
 
 RATE_WINDOW = 60  # seconds of recent sends the rate is measured over
 
@@ -33,10 +36,13 @@ class Progress:
     pause_reason: str | None = None
     started_at: datetime | None = None
     sent_at: datetime | None = None
+    errors: list[ErrorGroup] = field(default_factory=list)  # by reason, largest first
+    resent: int = 0  # recipients told they may have it twice
+    next_step: str = ""
 
     @property
     def done(self) -> int:
-        return self.total - self.counts.get("queued", 0) - self.counts.get("sending", 0)
+        return self.total - sum(self.counts.get(s, 0) for s in LEFT)
 
 
 def _issue(ctx: Context, number: int) -> Any:
@@ -57,16 +63,18 @@ def pause_issue(ctx: Context, number: int, reason: str | None = None) -> None:
     row = _issue(ctx, number)
     if row.status == "paused":
         return
-    if not _set_status(ctx, row.id, ("frozen", "sending"), status="paused",
+    if not _set_status(ctx, row.id, SENDABLE, status=IssueStatus.PAUSED,
                        pause_reason=reason or "paused by an admin"):
         raise StateError(f"issue #{number} is {row.status}: only a frozen or sending issue can be paused")
 
 
 def resume_issue(ctx: Context, number: int) -> None:
-    """Make a paused issue sendable again (`issue send N` or the scheduler continues it)."""
+    """Make a paused issue, or one a configuration error stopped (`failed` with a
+    reason), sendable again (`issue send N` or the scheduler continues it)."""
     row = _issue(ctx, number)
-    status = "sending" if row.send_started_at else "frozen"
-    if not _set_status(ctx, row.id, ("paused",), status=status, pause_reason=None):
+    status = IssueStatus.SENDING if row.send_started_at else IssueStatus.FROZEN
+    stopped = (IssueStatus.PAUSED, IssueStatus.FAILED) if row.pause_reason else (IssueStatus.PAUSED,)
+    if not _set_status(ctx, row.id, stopped, status=status, pause_reason=None):
         raise StateError(f"issue #{number} is {row.status}, not paused")
 
 
@@ -76,7 +84,8 @@ def cancel_issue(ctx: Context, number: int) -> None:
     row = _issue(ctx, number)
     if row.status == "cancelled":
         return
-    if not _set_status(ctx, row.id, ("draft", "frozen", "sending", "paused"), status="cancelled"):
+    if not _set_status(ctx, row.id, (IssueStatus.DRAFT, *SENDABLE, IssueStatus.PAUSED),
+                       status=IssueStatus.CANCELLED):
         raise StateError(f"issue #{number} is {row.status}: it cannot be cancelled")
 
 
@@ -84,7 +93,8 @@ def retry_issue(ctx: Context, number: int, *, failed: bool = False, unknown: boo
     """Queue `failed` and/or `unknown` recipients again; returns how many.
 
     Retrying `unknown` is deliberate: those recipients may already have the issue, so
-    only an admin who accepts a possible duplicate asks for it.
+    only an admin who accepts a possible duplicate asks for it, and each of them gets an
+    event on their history ("may have received issue N twice") that `issue status` counts.
     """
     states = [s for s, on in (("failed", failed), ("unknown", unknown)) if on]
     if not states:
@@ -93,14 +103,39 @@ def retry_issue(ctx: Context, number: int, *, failed: bool = False, unknown: boo
     if row.status in ("cancelled", "skipped", "draft"):
         raise StateError(f"issue #{number} is {row.status}: nothing to retry")
     with ctx.engine.begin() as conn:
+        if unknown:
+            _note_resends(conn, row.id, number)
         n = conn.execute(update(deliveries).where(deliveries.c.issue_id == row.id,
                                                   deliveries.c.state.in_(states))
                          .values(state="queued", attempts=0, batch_key=None, claimed_by=None,
                                  last_error=deliveries.c.state + " before; retried by an admin")).rowcount
         if n:
-            conn.execute(update(issues).where(issues.c.id == row.id, issues.c.status == "sent")
-                         .values(status="sending", sent_at=None))
+            conn.execute(update(issues).where(issues.c.id == row.id,
+                                              issues.c.status.in_(FINISHED))
+                         .values(status=IssueStatus.SENDING, sent_at=None, pause_reason=None))
     return int(n or 0)
+
+
+RESEND = "possible_duplicate"  # the event kind a deliberate resend of `unknown` rows leaves
+
+
+def _note_resends(conn: Connection, issue_id: int, number: int) -> None:
+    """One event per recipient about to be sent an issue they may already have."""
+    ids = conn.execute(select(deliveries.c.subscriber_id).where(
+        deliveries.c.issue_id == issue_id, deliveries.c.state == DeliveryState.UNKNOWN,
+        deliveries.c.subscriber_id.is_not(None))).scalars().all()
+    now = utcnow()
+    detail = {"issue": number, "note": f"may have received issue {number} twice"}
+    for i in range(0, len(ids), 1000):
+        conn.execute(insert(events), [{"subscriber_id": sid, "kind": RESEND, "detail": detail,
+                                       "actor": "issue retry --unknown", "created_at": now}
+                                      for sid in ids[i:i + 1000]])
+
+
+def resend_count(conn: Connection, number: int) -> int:
+    """Recipients told they may have received issue `number` twice."""
+    return int(conn.execute(select(func.count()).select_from(events).where(
+        events.c.kind == RESEND, events.c.detail["issue"].as_integer() == number)).scalar_one())
 
 
 def issue_progress(ctx: Context, number: int) -> Progress:
@@ -109,6 +144,8 @@ def issue_progress(ctx: Context, number: int) -> Progress:
     now = utcnow()
     with ctx.engine.connect() as conn:
         counts = delivery_counts(conn, row.id)
+        errors = error_groups(conn, row.id)
+        resent = resend_count(conn, number)
         recent = conn.execute(select(func.count()).select_from(deliveries).where(
             deliveries.c.issue_id == row.id, deliveries.c.state == "sent",
             deliveries.c.sent_at >= now - timedelta(seconds=RATE_WINDOW))).scalar_one()
@@ -117,8 +154,10 @@ def issue_progress(ctx: Context, number: int) -> Progress:
         ).scalar()
     span = max(1.0, (now - first).total_seconds()) if first else RATE_WINDOW
     rate = recent / span if recent else 0.0
-    left = counts["queued"] + counts["sending"]
+    left = sum(counts[s] for s in LEFT)
     eta = (left / rate if rate else None) if left else 0.0
     return Progress(number=number, status=row.status, counts=counts, total=sum(counts.values()),
                     rate=rate, eta_seconds=eta, pause_reason=row.pause_reason,
-                    started_at=row.send_started_at, sent_at=row.sent_at)
+                    started_at=row.send_started_at, sent_at=row.sent_at, errors=errors,
+                    resent=resent,
+                    next_step=next_step(row.status, number, counts, row.pause_reason))

@@ -91,11 +91,16 @@ class Pacer:
             self._day_used += n
             return n
 
-    def refund(self, n: int) -> None:
-        """Give back allowance reserved for recipients that were not there to claim."""
-        if n > 0 and self.per_day:
-            with self._lock:
+    def refund(self, n: int, paced: bool = False) -> None:
+        """Give back allowance reserved for recipients that were not there to claim, and
+        (`paced`) the per-second tokens `acquire` took for them."""
+        if n <= 0:
+            return
+        with self._lock:
+            if self.per_day:
                 self._day_used = max(0, self._day_used - n)
+            if paced and self.per_second:
+                self._tokens += n
 
     def acquire(self, n: int, stop: threading.Event | None = None, reserved: bool = False) -> bool:
         """Block until `n` recipients may be handed over; False if `stop` was set first.

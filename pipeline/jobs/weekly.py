@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core.context import Context
+from core.states import FINISHED, IssueStatus
 from pipeline.collect.run import collect
 from pipeline.compose.check import ensure_sendable
 from pipeline.compose.issues import BuildResult, build_issue
@@ -27,6 +28,7 @@ class WeeklyResult:
     summary: str
     build: BuildResult | None = None
     send: SendReport | None = None
+    status: str = ""  # the issue's status at the end ("" when there is no issue to send)
 
 
 def run_weekly(ctx: Context, *, now: datetime | None = None, force: bool = False,
@@ -43,15 +45,17 @@ def run_weekly(ctx: Context, *, now: datetime | None = None, force: bool = False
         return WeeklyResult("skipped", f"issue skipped for {built.period}: {built.reason}", built)
     say(f"issue #{built.number} for {built.period}: "
         f"{'built' if built.created else 'already built'}, status {built.status}")
-    if built.status in ("sent", "cancelled", "paused"):
-        return WeeklyResult("ok", f"issue #{built.number} is already {built.status}", built)
+    if built.status in (*FINISHED, IssueStatus.CANCELLED, IssueStatus.PAUSED):
+        return WeeklyResult("ok", f"issue #{built.number} is already {built.status}", built,
+                            status=built.status)
     deadline = set_deadline(ctx, built.issue_id or 0, now) if built.status == "draft" else None
     if not force and built.status != "sending":  # a send in progress was checked when it began
         ensure_sendable(ctx, built.number or 0)
     if deadline is not None:
         return WeeklyResult("waiting", f"issue #{built.number} is a draft awaiting approval; "
                                        f"deadline {deadline:%Y-%m-%d %H:%M} UTC "
-                                       f"({ctx.config.schedule.review_deadline_action} then)", built)
+                                       f"({ctx.config.schedule.review_deadline_action} then)", built,
+                            status=IssueStatus.DRAFT)
     mark_auto_approved(ctx, built.issue_id or 0, now)
     return _send(ctx, built, stop)
 
@@ -62,5 +66,6 @@ def _send(ctx: Context, built: BuildResult, stop: threading.Event | None) -> Wee
         sent = send_issue(ctx, built.number or 0, stop=stop, force=True)
     c = sent.counts
     tail = "; stopped for shutdown, the rest resumes at the next start" if sent.stopped else ""
-    return WeeklyResult("ok", f"issue #{built.number}: {c['sent']} sent, {c['failed']} failed, "
-                              f"{c['unknown']} unknown, {c['queued']} queued{tail}", built, sent)
+    return WeeklyResult("ok", f"issue #{built.number} {sent.status}: {c['sent']} sent, "
+                              f"{c['failed']} failed, {c['unknown']} unknown, "
+                              f"{c['queued']} queued{tail}", built, sent, status=sent.status)

@@ -27,14 +27,14 @@ from email.utils import parseaddr
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 KINDS = ("postmark", "sendgrid", "mailgun", "resend")
 
 
 @dataclass
 class Fault:
-    kind: str  # 429 | 500 | 503 | 400 | timeout | reset | partial
+    kind: str  # 429 | 500 | 503 | 400 | 401 | unverified | timeout | reset | partial
     retry_after: float = 1.0
     hold: float = 2.0  # timeout: seconds to stay silent after accepting
     codes: dict[str, int] = field(default_factory=dict)  # partial: email -> Postmark ErrorCode
@@ -60,6 +60,7 @@ class FakeProvider:
         self.kind, self.latency, self.fast, self.log = kind, latency, fast, log
         self.script: deque[Fault] = deque()
         self.accepted: list[str] = []
+        self.delivered: list[dict[str, str]] = []  # email, delivery_id, tag: for searches
         self.requests: list[dict[str, Any]] = []
         self.idempotency: dict[str, tuple[int, dict[str, str], bytes]] = {}
         self.lock = threading.Lock()
@@ -72,6 +73,9 @@ class FakeProvider:
             # The headers and the body go out in two writes: with Nagle's algorithm the
             # body waited for the client's delayed ACK, 40 ms on every answer.
             disable_nagle_algorithm = True
+
+            def do_GET(self) -> None:
+                fake.search(self)
 
             def do_POST(self) -> None:
                 with fake.lock:
@@ -168,10 +172,74 @@ class FakeProvider:
             if self.kind == "resend":
                 return 429, {"retry-after": f"{ra:g}"}, b'{"name":"rate_limit_exceeded"}'
             return 429, {}, b'{"ErrorCode":429,"Message":"Rate limit exceeded"}'
+        if fault.kind in ("401", "unverified"):
+            return self.account_refusal(fault.kind)
         if fault.kind == "400":
             status = 422 if self.kind in ("postmark", "resend") else 400
             return status, {"Content-Type": "application/json"}, b'{"message":"fake error","ErrorCode":300}'
         return int(fault.kind), {}, b"fake server error"
+
+    def account_refusal(self, kind: str) -> tuple[int, dict[str, str], bytes]:
+        """Each provider's documented answer to a bad key (401) or a sender domain or
+        identity that is not verified."""
+        bad_key = {
+            "postmark": (401, {"ErrorCode": 10, "Message": "The Server Token you provided in "
+                               "the X-Postmark-Server-Token request header was invalid."}),
+            "sendgrid": (401, {"errors": [{"message": "The provided authorization grant is "
+                                           "invalid, expired, or revoked"}]}),
+            "mailgun": (401, {"message": "Invalid private key"}),
+            "resend": (401, {"statusCode": 401, "name": "validation_error",
+                             "message": "API key is invalid"})}
+        unverified = {
+            "postmark": (422, {"ErrorCode": 400, "Message": "The 'From' address you supplied is "
+                               "not a Sender Signature on your account."}),
+            "sendgrid": (403, {"errors": [{"message": "The from address does not match a "
+                                           "verified Sender Identity."}]}),
+            "mailgun": (403, {"message": "Domain example.com is not verified"}),
+            "resend": (403, {"statusCode": 403, "name": "validation_error",
+                             "message": "The example.com domain is not verified."})}
+        status, body = (bad_key if kind == "401" else unverified)[self.kind]
+        return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+    def details(self, body: bytes, headers: Any) -> list[dict[str, str]]:
+        """What a provider's search API reports of each accepted message."""
+        if self.kind == "postmark":
+            return [{"email": parseaddr(m["To"])[1], "tag": m.get("Tag", ""),
+                     "delivery_id": str((m.get("Metadata") or {}).get("delivery_id", "")),
+                     "id": str(uuid.uuid4())} for m in json.loads(body)]
+        if self.kind == "mailgun":
+            form = parse_form(body, headers.get("Content-Type", ""))
+            rv = json.loads(form.get("recipient-variables", ["{}"])[0])
+            tag = form.get("o:tag", [""])[0]
+            return [{"email": parseaddr(t)[1], "tag": tag, "id": str(uuid.uuid4()),
+                     "delivery_id": str(rv.get(parseaddr(t)[1], {}).get("delivery_id", ""))}
+                    for t in form.get("to", [])]
+        return []
+
+    def search(self, h: BaseHTTPRequestHandler) -> None:
+        """Postmark's outbound message search and Mailgun's events API, filtered by
+        recipient and tag as the real ones are."""
+        url = urlsplit(h.path)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        with self.lock:
+            self.calls += 1
+            self.requests.append({"path": h.path, "headers": dict(h.headers), "size": 0,
+                                  "body": b""})
+            hits = [m for m in self.delivered if m["email"] == q.get("recipient")
+                    and m["tag"] == q.get("tag", q.get("tags"))]
+        if self.kind == "postmark" and url.path == "/messages/outbound":
+            body = {"TotalCount": len(hits), "Messages": [
+                {"MessageID": m["id"], "Recipients": [m["email"]], "Tag": m["tag"],
+                 "Metadata": {"delivery_id": m["delivery_id"]}, "Status": "Sent"}
+                for m in hits]}
+        elif self.kind == "mailgun" and url.path.endswith("/events"):
+            body = {"items": [{"event": "accepted", "recipient": m["email"], "tags": [m["tag"]],
+                               "user-variables": {"delivery_id": m["delivery_id"]},
+                               "message": {"headers": {"message-id": m["id"]}}}
+                              for m in hits], "paging": {}}
+        else:
+            return self.reply(h, 404, {}, b"not found")
+        self.reply(h, 200, {"Content-Type": "application/json"}, json.dumps(body).encode())
 
     # --- one request ---------------------------------------------------------------
 
@@ -184,7 +252,7 @@ class FakeProvider:
                                   "body": b"" if self.fast else body})
         if self.latency:
             time.sleep(self.latency)
-        if fault and fault.kind in ("429", "500", "503", "400"):
+        if fault and fault.kind in ("429", "500", "503", "400", "401", "unverified"):
             return self.reply(h, *self.refusal(fault))
         key = h.headers.get("Idempotency-Key") if self.kind == "resend" else None
         with self.lock:
@@ -196,6 +264,9 @@ class FakeProvider:
                 failed = set(fault.codes) if fault and fault.kind == "partial" else set()
                 accepted = [e for e in emails if e not in failed]
                 self.accepted += accepted
+                if not self.fast:
+                    self.delivered += [m for m in self.details(body, h.headers)
+                                       if m["email"] not in failed]
                 if self.log:
                     with self.log.open("a") as fh:
                         fh.write("".join(e + "\n" for e in accepted))

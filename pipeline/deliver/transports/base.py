@@ -50,6 +50,16 @@ class Transport(ABC):
         self.options: dict[str, Any] = cfg.transport.options() if cfg.transport.name == self.name \
             else dict(getattr(cfg.transport, self.name, {}) or {})
 
+    # How `issue reconcile` learns what the provider accepted (shown in the docs).
+    reconcile: ClassVar[str] = "cannot tell: the outcome stays unknown"
+    idempotency_hours: ClassVar[float | None] = None  # how long a key is honoured
+
+    def lookup(self, issue_number: int, rows: list[Any]) -> dict[int, str] | None:
+        """Which of these `unknown` rows (id, email) the provider accepted: delivery id ->
+        provider message id. None when the provider's API cannot tell. Raises
+        TransportError when the provider could not be asked."""
+        return None
+
     def open(self) -> None:
         """Acquire connections; called once before the first batch."""
 

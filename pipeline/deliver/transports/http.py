@@ -3,7 +3,10 @@ network failures and status codes onto the ledger's outcomes, and JSON bodies fi
 recipient without re-encoding the digest.
 
 Failure mapping, the same for every provider:
-- the connection could not be opened: nothing was handed over -> RetryBatch;
+- about our configuration, not a recipient (401/403, a sender domain not verified, a host
+  that does not resolve or refuses connections, a TLS failure) -> AccountError: the
+  issue stops at once, nobody's attempts spent;
+- the connection could not be opened in time: nothing was handed over -> RetryBatch;
 - 429 and 5xx: refused for now -> RetryBatch with the provider's own retry signal;
 - a timeout or a reset after the request went out: maybe accepted -> UnknownOutcome;
 - any other 4xx: refused for good -> each recipient `failed` with the provider's reason.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,9 +27,10 @@ from typing import Any, ClassVar
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, NameResolutionError
 
 from core.config import Config
-from core.errors import ConfigError, TransportError
+from core.errors import AccountError, ConfigError, TransportError
 from pipeline.compose.message import Recipient, address
 from pipeline.compose.personalize import Personalizer
 from pipeline.compose.prepare import PreparedVariant
@@ -233,9 +238,16 @@ class HttpTransport(Transport):
         url = self.base_url + path
         try:
             resp = self.session.post(url, timeout=self.timeout, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise AccountError(f"{self.name}: TLS failure talking to {self.base_url}: "
+                               f"{_root(exc)}") from exc
         except requests.ConnectTimeout as exc:
             raise RetryBatch(f"{self.name}: could not connect: {exc}") from exc
         except requests.ConnectionError as exc:
+            unreachable = _unreachable(exc)
+            if unreachable:
+                raise AccountError(f"{self.name}: {unreachable} ({self.base_url}): "
+                                   f"check transport.{self.name}.base_url and the network") from exc
             if _never_connected(exc):
                 raise RetryBatch(f"{self.name}: could not connect: {exc}") from exc
             raise UnknownOutcome(f"{self.name}: connection lost after hand-off: {exc}") from exc
@@ -243,7 +255,24 @@ class HttpTransport(Transport):
             raise UnknownOutcome(f"{self.name}: no answer in {self.timeout[1]}s: {exc}") from exc
         if resp.status_code == 429 or resp.status_code >= 500:
             raise RetryBatch(f"{self.name}: {reason(resp)}", self.retry_after(resp))
+        if resp.status_code in (401, 403) or (400 <= resp.status_code < 500
+                                              and NOT_VERIFIED.search(resp.text[:2000])):
+            raise AccountError(f"{self.name}: {reason(resp)} (check KPDIGEST_"
+                               f"{self.secret_name.upper()} and the sender domain)")
         return resp
+
+    def search(self, path: str, params: dict[str, Any]) -> Any:
+        """GET a provider's search API and return its JSON; TransportError otherwise."""
+        try:
+            resp = self.session.get(self.base_url + path, params=params, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise TransportError(f"{self.name}: could not ask the provider: {_root(exc)}") from exc
+        if resp.status_code != 200:
+            raise TransportError(f"{self.name}: {path}: {reason(resp)}")
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise TransportError(f"{self.name}: {path}: unreadable answer") from exc
 
     def all_failed(self, recipients: list[Recipient], resp: requests.Response) -> list[Outcome]:
         """A 4xx other than 429: the provider refused the batch for good."""
@@ -252,6 +281,32 @@ class HttpTransport(Transport):
 
     def single_failed(self, resp: requests.Response) -> TransportError:
         return TransportError(f"{self.name}: {reason(resp)}")
+
+
+# A 4xx that is about the sending domain or identity, not the recipient.
+NOT_VERIFIED = re.compile(r"not (?:yet )?verified|unverified|sender signature|sender identity"
+                          r"|domain not found|not allowed to send", re.I)
+
+
+def _root(exc: BaseException) -> str:
+    """The innermost cause's message: what actually went wrong, on one line."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return str(exc).replace("\n", " ")[:300]
+
+
+def _unreachable(exc: requests.ConnectionError) -> str | None:
+    """'does not resolve' / 'refuses connections' when the provider's host cannot be
+    reached for a reason waiting will not fix; None for anything else."""
+    inner = exc.args[0] if exc.args else None
+    cause = inner.reason if isinstance(inner, MaxRetryError) else inner
+    if isinstance(cause, NameResolutionError) or isinstance(
+            getattr(cause, "__context__", None), socket.gaierror):
+        return "the host does not resolve"
+    if isinstance(getattr(cause, "__context__", None), ConnectionRefusedError) or \
+            "Connection refused" in str(cause):
+        return "the host refuses connections"
+    return None
 
 
 def _never_connected(exc: requests.ConnectionError) -> bool:

@@ -101,6 +101,21 @@ class MailgunTransport(HttpTransport):
             mid = ""
         return [Outcome(r.delivery_id, "sent", provider_message_id=mid) for r in recipients]
 
+    reconcile: ClassVar[str] = ("events API: `accepted` events of the recipient, matched on the "
+                                "`delivery_id` user variable")
+
+    def lookup(self, issue_number: int, rows: list[Any]) -> dict[int, str] | None:
+        found: dict[int, str] = {}
+        for r in rows:
+            answer = self.search(f"/v3/{self.domain}/events", {
+                "event": "accepted", "recipient": r.email, "tags": f"issue-{issue_number}",
+                "limit": 300})
+            for item in (answer or {}).get("items") or []:
+                if str((item.get("user-variables") or {}).get("delivery_id")) == str(r.id):
+                    headers = (item.get("message") or {}).get("headers") or {}
+                    found[r.id] = str(headers.get("message-id") or item.get("id") or "")
+        return found
+
     def send_single(self, message: EmailMessage) -> str:
         text, body_html = plain_parts(message)
         form = [("from", str(message["From"])), ("to", str(message["To"])),

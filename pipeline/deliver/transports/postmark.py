@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 from email.message import EmailMessage
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from core.errors import AccountError
 from pipeline.compose.message import Recipient
 from pipeline.compose.prepare import PreparedVariant
 from pipeline.deliver.transports.base import Outcome, UnknownOutcome
@@ -28,6 +29,9 @@ from pipeline.deliver.transports.http import (
 INACTIVE = 406
 # Per-message codes that mean "not now" rather than "never" (rate limits, overload).
 TRANSIENT = {429, 1000}
+# Codes about the account, not the recipient: bad token (10), sender signature missing or
+# unconfirmed (400, 401), sending not allowed or pending approval (405, 412).
+ACCOUNT = {10, 400, 401, 405, 412}
 
 
 class PostmarkTransport(HttpTransport):
@@ -74,6 +78,7 @@ class PostmarkTransport(HttpTransport):
         messages = [self.message(variant, r, b"," if i else b"") for i, r in enumerate(recipients)]
         resp = self.post("/email/batch", data=JsonArray(messages, separated=True))
         if resp.status_code != 200:
+            _account_check([_json_or_none(resp)])
             return self.all_failed(recipients, resp)
         try:
             results = resp.json()
@@ -81,7 +86,23 @@ class PostmarkTransport(HttpTransport):
             raise UnknownOutcome(f"postmark: unreadable answer to an accepted batch: {exc}") from exc
         if not isinstance(results, list) or len(results) != len(recipients):
             raise UnknownOutcome("postmark: the answer does not list every message of the batch")
+        if not any(isinstance(m, dict) and m.get("ErrorCode") == 0 for m in results):
+            _account_check(results)  # nothing accepted, for a reason about the account
         return [_outcome(r, res) for r, res in zip(recipients, results, strict=True)]
+
+    reconcile: ClassVar[str] = ("outbound message search by recipient and the issue's tag, "
+                                "matched on `Metadata.delivery_id`")
+
+    def lookup(self, issue_number: int, rows: list[Any]) -> dict[int, str] | None:
+        found: dict[int, str] = {}
+        for r in rows:
+            answer = self.search("/messages/outbound", {
+                "count": 50, "offset": 0, "recipient": r.email, "tag": f"issue-{issue_number}",
+                "metadata_delivery_id": str(r.id)})
+            for m in (answer or {}).get("Messages") or []:
+                if str((m.get("Metadata") or {}).get("delivery_id")) == str(r.id):
+                    found[r.id] = str(m.get("MessageID") or "")
+        return found
 
     def send_single(self, message: EmailMessage) -> str:
         text, body_html = plain_parts(message)
@@ -94,6 +115,21 @@ class PostmarkTransport(HttpTransport):
         if resp.status_code != 200 or resp.json().get("ErrorCode", 0) != 0:
             raise self.single_failed(resp)
         return str(resp.json().get("MessageID", ""))
+
+
+def _json_or_none(resp: Any) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+
+
+def _account_check(answers: list[Any]) -> None:
+    """AccountError when an answer's ErrorCode is about the account, not a recipient."""
+    for a in answers:
+        if isinstance(a, dict) and a.get("ErrorCode") in ACCOUNT:
+            raise AccountError(f"postmark {a['ErrorCode']}: {a.get('Message', '')} (check "
+                               "KPDIGEST_POSTMARK_TOKEN and the sender signature)")
 
 
 def _outcome(r: Recipient, res: dict[str, object]) -> Outcome:

@@ -32,6 +32,7 @@ class ResendTransport(HttpTransport):
     max_batch: ClassVar[int] = 100
     recipient_variables: ClassVar[bool] = False
     idempotent: ClassVar[bool] = True
+    idempotency_hours: ClassVar[float | None] = 24
     rate_limit_signal: ClassVar[str] = "HTTP 429 with retry-after (seconds)"
     secret_name: ClassVar[str] = "resend_api_key"
 
@@ -73,6 +74,10 @@ class ResendTransport(HttpTransport):
         ids = [str(d.get("id", "")) for d in data] if len(data) == len(recipients) else [""] * len(recipients)
         return [Outcome(r.delivery_id, "sent", provider_message_id=i)
                 for r, i in zip(recipients, ids, strict=True)]
+
+    reconcile: ClassVar[str] = ("idempotency key: unknown rows of the last 24 hours go back to "
+                                "the queue with their batch key; Resend answers a repeated key "
+                                "without sending again")
 
     def send_single(self, message: EmailMessage) -> str:
         text, body_html = plain_parts(message)

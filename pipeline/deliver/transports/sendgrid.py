@@ -95,6 +95,9 @@ class SendGridTransport(HttpTransport):
         mid = resp.headers.get("X-Message-Id", "")
         return [Outcome(r.delivery_id, "sent", provider_message_id=mid) for r in recipients]
 
+    reconcile: ClassVar[str] = ("cannot tell from the mail API (the Email Activity API is a paid "
+                                "add-on): unknown rows stay unknown")
+
     def send_single(self, message: EmailMessage) -> str:
         from email.utils import getaddresses
 

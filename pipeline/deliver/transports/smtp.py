@@ -11,14 +11,16 @@ over, so it goes back to the queue.
 from __future__ import annotations
 
 import queue
+import re
 import smtplib
+import socket
 import ssl
 import threading
 from email.message import EmailMessage
 from typing import Any, ClassVar
 
 from core.config import Config
-from core.errors import ConfigError, TransportError
+from core.errors import AccountError, ConfigError, TransportError
 from pipeline.compose.message import Recipient
 from pipeline.compose.prepare import PreparedVariant
 from pipeline.deliver.transports.base import Outcome, RetryBatch, Transport
@@ -70,7 +72,10 @@ class SmtpTransport(Transport):
             if self.username:
                 conn.login(self.username, self.cfg.secret("smtp_password") or "")
         except smtplib.SMTPAuthenticationError as exc:
-            raise ConfigError(f"transport.smtp: login refused for {self.username!r}: {exc}") from exc
+            raise AccountError(f"transport.smtp: login refused for {self.username!r}: {exc}") from exc
+        except (socket.gaierror, ConnectionRefusedError, ssl.SSLError) as exc:
+            raise AccountError(f"smtp: cannot reach {self.host}:{self.port} "
+                               f"({type(exc).__name__}: {exc}): check transport.smtp") from exc
         except (OSError, smtplib.SMTPException) as exc:
             raise RetryBatch(f"smtp: cannot connect to {self.host}:{self.port}: {exc}") from exc
         return conn
@@ -95,6 +100,9 @@ class SmtpTransport(Transport):
             out: list[Outcome] = []
             for i, r in enumerate(recipients):
                 outcome, alive = self._one(conn, variant, r)
+                if outcome.error and ACCOUNT_REFUSAL.search(outcome.error):
+                    self._idle.put(conn)
+                    raise _account_error(outcome.error, out)
                 out.append(outcome)
                 if not alive:
                     _quit(conn)
@@ -142,6 +150,19 @@ def _reply(r: Recipient, code: int, msg: Any) -> Outcome:
     text = msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)
     why = f"smtp {code}: {text}"
     return Outcome(r.delivery_id, "retry" if 400 <= code < 500 else "failed", error=why)
+
+
+# Refusals about our sending setup, not the recipient: DMARC/SPF/DKIM (5.7.26), Outlook's
+# authentication level (5.7.515), a reverse-DNS (PTR) failure (5.7.25), a policy 5.7.1.
+ACCOUNT_REFUSAL = re.compile(r"\b5\.7\.(?:26|515|25)\b|\b5\.7\.1\b.*\bpolic", re.I | re.S)
+
+
+def _account_error(reason: str, done: list[Outcome]) -> AccountError:
+    """Stops the issue; the recipients answered before it are recorded, the rest released."""
+    exc = AccountError(f"{reason} (the server refuses our sending setup: check SPF, DKIM, "
+                       "DMARC and reverse DNS)")
+    exc.outcomes = done  # type: ignore[attr-defined]
+    return exc
 
 
 def _quit(conn: smtplib.SMTP) -> None:
