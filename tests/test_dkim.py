@@ -98,6 +98,7 @@ def test_template_canonicalisation_equals_whole_message(keys):
     """The per-variant canonical form gives the body hash and signed headers that
     canonicalising each complete message gives."""
     cfg = dkim_config(keys, ("ed25519-sha256",), unsubscribe_mailto="unsub@example.com")
+    cfg.dkim.timestamp = False  # no t=: the two signatures must be byte for byte the same
     variant = fixed_issue.prepared(cfg)
     signer = kdkim.Signer(cfg)
     vs = signer.for_template(variant.mime)
@@ -105,7 +106,7 @@ def test_template_canonicalisation_equals_whole_message(keys):
     for r in readers():
         parts = variant.mime.build_parts(r, fixed_issue.MESSAGE_DATE)
         whole = b"".join(parts)
-        head, _, body = whole.partition(b"\r\n\r\n")
+        _, _, body = whole.partition(b"\r\n\r\n")
         assert vs.body_hash(parts) == kdkim.hashlib.sha256(kdkim.relaxed_body(body)).digest()
         # Ed25519 signatures are deterministic: both paths sign the same bytes.
         assert vs.sign(parts).split(b"bh=")[1] == signer.sign_bytes(whole).split(b"bh=")[1]
