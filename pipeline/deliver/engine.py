@@ -55,6 +55,7 @@ from core.models import deliveries, issue_variants, issues, suppressions
 from pipeline.compose.issues import delivery_counts, get_issue
 from pipeline.compose.message import Recipient
 from pipeline.compose.prepare import PreparedVariant
+from pipeline.deliver.doctor import ensure_domain_ready
 from pipeline.deliver.pacing import Pacer, backoff
 from pipeline.deliver.transports import get_transport
 from pipeline.deliver.transports.base import Outcome, RetryBatch, Transport, UnknownOutcome
@@ -652,6 +653,7 @@ def _check_state(ctx: Context, issue: Any, force: bool) -> None:
         from pipeline.compose.check import ensure_sendable
 
         ensure_sendable(ctx, issue.number)
+        ensure_domain_ready(ctx.config)
 
 
 def send_issue(ctx: Context, number: int, *, transport: Transport | None = None,
