@@ -56,6 +56,7 @@ from pipeline.compose.issues import delivery_counts, get_issue
 from pipeline.compose.message import Recipient
 from pipeline.compose.prepare import PreparedVariant
 from pipeline.deliver.doctor import ensure_domain_ready
+from pipeline.deliver.doctor.rates import ensure_reputation
 from pipeline.deliver.pacing import Pacer, backoff
 from pipeline.deliver.transports import get_transport
 from pipeline.deliver.transports.base import Outcome, RetryBatch, Transport, UnknownOutcome
@@ -654,6 +655,7 @@ def _check_state(ctx: Context, issue: Any, force: bool) -> None:
 
         ensure_sendable(ctx, issue.number)
         ensure_domain_ready(ctx.config)
+        ensure_reputation(ctx)
 
 
 def send_issue(ctx: Context, number: int, *, transport: Transport | None = None,

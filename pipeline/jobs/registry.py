@@ -298,7 +298,7 @@ def body_for(job: str, ctx: Context, stop: threading.Event) -> Callable[[], JobR
     bodies: dict[str, Callable[[], JobResult]] = {
         "collect": lambda: _collect(ctx),
         "weekly": lambda: _weekly(ctx, stop),
-        "dispatch": lambda: review.dispatch(ctx, stop=stop),
+        "dispatch": lambda: _dispatch(ctx, stop, review.dispatch),
         "maintenance": lambda: maintenance.run_maintenance(ctx),
     }
     return bodies[job]
@@ -311,6 +311,22 @@ def scheduled(job: str) -> None:
     if _runtime.stop.is_set():
         return
     run_recorded(_runtime.ctx, job, body_for(job, _runtime.ctx, _runtime.stop))
+
+
+def _dispatch(ctx: Context, stop: threading.Event,
+              dispatch: Callable[..., JobResult]) -> JobResult:
+    """Complaint and bounce rates first (a sending issue past a pause line is paused, and
+    stays so), then review's dispatch."""
+    # lazy, like body_for's: config validation imports this module, the doctor pulls in dnspython
+    from pipeline.deliver.doctor.rates import enforce
+
+    paused = enforce(ctx)
+    result = dispatch(ctx, stop=stop)
+    if paused:
+        note = f"paused issue(s) {', '.join(f'#{n}' for n in paused)}: complaint or bounce rate"
+        result.message = f"{note}; {result.message}" if result.message else note
+        result.noop = False
+    return result
 
 
 def _collect(ctx: Context) -> JobResult:
