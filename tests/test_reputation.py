@@ -93,7 +93,7 @@ def test_pause_line_pauses_the_sending_issue_and_refuses_new_sends(ctx, monkeypa
     assert row.status == "paused"
     assert row.pause_reason.startswith("complaint rate 0.40% reaches 0.3%")
     monkeypatch.setattr("pipeline.compose.check.ensure_sendable", lambda ctx, number: None)
-    with pytest.raises(StateError, match="is paused: complaint rate 0.40%.*use --force"):
+    with pytest.raises(StateError, match=r"is paused: complaint rate 0\.40%.*use --force"):
         send_issue(ctx, nxt)
     with pytest.raises(StateError):
         ensure_reputation(ctx)
