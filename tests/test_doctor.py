@@ -382,16 +382,17 @@ def test_secrets_for_the_provider(keys, fake_dns, monkeypatch):
 
 def _cli_config(tmp_path: Path, keys: dict[str, Path], port: int, transport: str = "smtp") -> Path:
     s = settings(keys, port, transport)
-    keys_toml = "".join(f'\n[[dkim.keys]]\nselector = "{k["selector"]}"\nalgorithm = "{k["algorithm"]}"\n'
-                        f'key_file = "{k["key_file"]}"\n' for k in s["dkim"]["keys"])
+    keys_toml = ", ".join(f'{{ selector = "{k["selector"]}", algorithm = "{k["algorithm"]}", '
+                          f'key_file = "{k["key_file"]}" }}' for k in s["dkim"]["keys"])
     path = write_config(tmp_path)
     text = path.read_text()
     text = text.replace('from_email = "', f'from_email = "digest@{D}" # ', 1)
     text = text.replace("[dkim]\nenabled = false", "[dkim]\nenabled = true")
+    text = text.replace("\nkeys = []", f"\nkeys = [{keys_toml}]", 1)
     text = text.replace("nameservers = []", 'nameservers = ["127.0.0.1"]', 1)
     text = text.replace("dns_port = 53", f"dns_port = {port}", 1)
     text = text.replace('name = "outbox"', f'name = "{transport}"', 1)
-    path.write_text(text + keys_toml)
+    path.write_text(text)
     return path
 
 
