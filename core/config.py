@@ -192,6 +192,53 @@ class Webhooks:
     body_max_kb: int = 1024
 
 
+DKIM_ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
+DKIM_REQUIRED_HEADERS = ("from", "to", "subject", "date", "message-id", "list-unsubscribe",
+                         "list-unsubscribe-post", "list-id", "mime-version", "content-type")
+_LABEL_RE = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+
+
+@dataclass
+class DkimKey:
+    """One selector: its private key comes from a file or an environment variable."""
+
+    selector: str
+    algorithm: str = "rsa-sha256"
+    key_file: str = ""
+    key_env: str = ""
+
+
+@dataclass
+class Dkim:
+    enabled: bool = False
+    domain: str = ""  # d=; empty: the From address's domain
+    timestamp: bool = True  # t= in each signature
+    keys: list[DkimKey] = field(default_factory=list)
+    headers: list[str] = field(default_factory=lambda: [
+        "from", "from", "to", "subject", "subject", "date", "message-id", "reply-to",
+        "list-id", "list-unsubscribe", "list-unsubscribe", "list-unsubscribe-post",
+        "list-unsubscribe-post", "feedback-id", "mime-version", "content-type",
+        "content-language"])
+
+
+@dataclass
+class Doctor:
+    nameservers: list[str] = field(default_factory=list)  # empty: the system's resolver
+    dns_port: int = 53
+    timeout: float = 5.0
+    bounce_domain: str = ""  # the envelope (Return-Path) domain; empty: the From domain
+    check_before_send: bool = True  # `issue send` refuses a domain the doctor fails
+
+
+@dataclass
+class Reputation:
+    window_days: int = 30
+    complaint_warn: float = 0.001  # 0.1 %
+    complaint_pause: float = 0.003  # 0.3 %: Gmail's line
+    hard_bounce_pause: float = 0.02
+    min_sent: int = 100  # fewer recipients in the window: rates shown, nothing paused
+
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -211,6 +258,9 @@ class Config:
     transport: Transport = field(default_factory=Transport)
     web: Web = field(default_factory=Web)
     webhooks: Webhooks = field(default_factory=Webhooks)
+    dkim: Dkim = field(default_factory=Dkim)
+    doctor: Doctor = field(default_factory=Doctor)
+    reputation: Reputation = field(default_factory=Reputation)
     base_dir: Path = PROJECT_ROOT
     source: Path | None = None
 
@@ -345,6 +395,8 @@ def _validate(cfg: Config) -> None:
     if cfg.selection.min_items > cfg.selection.max_items:
         raise ConfigError("selection.min_items: larger than selection.max_items")
     _validate_web(cfg)
+    _validate_dkim(cfg.dkim)
+    _validate_deliverability(cfg)
 
 
 def _validate_web(cfg: Config) -> None:
@@ -365,6 +417,44 @@ def _validate_web(cfg: Config) -> None:
         re.compile(cfg.webhooks.ses_cert_host)
     except re.error as exc:
         raise ConfigError(f"webhooks.ses_cert_host: not a regular expression ({exc})") from exc
+
+
+def _validate_dkim(d: Dkim) -> None:
+    """Shape only: keys are read when a send starts (ConfigError naming the key then)."""
+    if d.domain and not re.fullmatch(rf"(?:{_LABEL_RE}\.)+{_LABEL_RE}", d.domain):
+        raise ConfigError(f"dkim.domain: {d.domain!r} is not a domain name")
+    if d.enabled and not d.keys:
+        raise ConfigError("dkim.keys: DKIM is enabled but no key is configured")
+    for i, k in enumerate(d.keys):
+        where = f"dkim.keys[{i}]"
+        if not re.fullmatch(rf"{_LABEL_RE}(?:\.{_LABEL_RE})*", k.selector):
+            raise ConfigError(f"{where}.selector: {k.selector!r} is not a DNS label")
+        if k.algorithm not in DKIM_ALGORITHMS:
+            raise ConfigError(f"{where}.algorithm: {k.algorithm!r} is not one of "
+                              f"{', '.join(DKIM_ALGORITHMS)}")
+        if bool(k.key_file) == bool(k.key_env):
+            raise ConfigError(f"{where}: set exactly one of key_file and key_env")
+    names = [h.lower() for h in d.headers]
+    missing = [h for h in DKIM_REQUIRED_HEADERS if h not in names]
+    if missing:
+        raise ConfigError(f"dkim.headers: must sign {', '.join(missing)}")
+    if any(not re.fullmatch(r"[!-9;-~]+", h) for h in names):
+        raise ConfigError("dkim.headers: header names are printable ASCII without ':'")
+
+
+def _validate_deliverability(cfg: Config) -> None:
+    doc, rep = cfg.doctor, cfg.reputation
+    if not 0 < doc.dns_port < 65536:
+        raise ConfigError(f"doctor.dns_port: {doc.dns_port} is not a port")
+    if doc.timeout <= 0:
+        raise ConfigError("doctor.timeout: must be positive")
+    if rep.window_days < 1:
+        raise ConfigError("reputation.window_days: must be at least 1")
+    for key in ("complaint_warn", "complaint_pause", "hard_bounce_pause"):
+        if not 0 < getattr(rep, key) < 1:
+            raise ConfigError(f"reputation.{key}: must be a fraction between 0 and 1")
+    if rep.complaint_warn > rep.complaint_pause:
+        raise ConfigError("reputation.complaint_warn: larger than reputation.complaint_pause")
 
 
 def load_config(path: str | os.PathLike[str] | None = None,

@@ -107,6 +107,20 @@ class Role(StrEnum):
 
     ADMIN = "admin"
     EDITOR = "editor"
+class FindingLevel(StrEnum):
+    """A `kpdigest doctor` finding: ok, a warning (sending passes), or a failure (it does not)."""
+
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+class RateLevel(StrEnum):
+    """A sending domain's complaint and hard-bounce rates against the configured lines."""
+
+    OK = "ok"
+    WARN = "warn"
+    PAUSE = "pause"
 
 
 def check_constraint(column: str, states: type[StrEnum]) -> str:

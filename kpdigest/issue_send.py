@@ -78,6 +78,7 @@ def status(obj: Lazy, number: int | None) -> None:
     """Counts per delivery state, the sending rate and the time left."""
     from pipeline.compose.issues import get_issue
     from pipeline.deliver.control import issue_progress
+    from pipeline.deliver.doctor.rates import sending_rates
 
     ctx = get(obj)
     ctx.require_schema()
@@ -100,6 +101,7 @@ def status(obj: Lazy, number: int | None) -> None:
         click.echo(f"rate {p.rate:.1f}/s over the last minute; ETA {_duration(p.eta_seconds)}")
     if p.next_step:
         click.echo(f"next: {p.next_step}")
+    click.echo(f"reputation: {sending_rates(ctx).line()}")
 
 
 @click.command()

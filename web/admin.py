@@ -217,6 +217,19 @@ def suppressions_page() -> str | BaseResponse:
     return render_template("desk/suppressions.html", rows=rows, term=term, total=total)
 
 
+@bp.get("/deliverability")
+@requires("admin")
+def deliverability() -> str:
+    """`kpdigest doctor` as a page, with the sending domain's complaint and bounce rates."""
+    from pipeline.deliver.doctor import run_doctor
+    from pipeline.deliver.doctor.rates import sending_rates
+
+    offline = bool(request.args.get("offline"))
+    report = run_doctor(ctx().config, network=not offline)
+    return render_template("desk/deliverability.html", report=report, offline=offline,
+                           reputation=sending_rates(ctx()))
+
+
 @bp.get("/issues")
 @requires("admin")
 def issues_page() -> str:

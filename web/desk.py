@@ -26,11 +26,12 @@ EDITORS = ("admin", "editor")
 def _dashboard_data() -> dict[str, Any]:
     from pipeline.collect.feeds import feed_health
     from pipeline.compose.issues import delivery_counts, get_issue
+    from pipeline.deliver.doctor.rates import sending_rates
     from pipeline.deliver.outcome import error_groups, next_step
     from pipeline.jobs.registry import schedule_status
 
     data: dict[str, Any] = {"jobs": schedule_status(ctx()), "feeds": feed_health(ctx()),
-                            "last": None, "counts": {}}
+                            "last": None, "counts": {}, "reputation": sending_rates(ctx())}
     with ctx().engine.connect() as conn:
         data["drafts"] = drafts(conn)
         try:

@@ -186,8 +186,18 @@ class MessageTemplate:
             "list_unsubscribe": list_unsubscribe(self.cfg, r.unsubscribe_url),
         }
 
+    @property
+    def literals(self) -> list[bytes]:
+        """The template's fixed stretches; slot i lies between literals i and i + 1."""
+        return self._literals
+
     def build(self, r: Recipient, date: str | None = None) -> bytes:
         """The complete message for one recipient, CRLF line endings."""
+        return b"".join(self.build_parts(r, date))
+
+    def build_parts(self, r: Recipient, date: str | None = None) -> list[bytes]:
+        """The message as pieces: literals at even indices, slot i's value at 2i + 1
+        (a DKIM signer reuses the literals' canonical form)."""
         heads = self.header_values(r, date)
         values = r.values()
         encoded: dict[tuple[str, str], bytes] = {}
@@ -203,7 +213,7 @@ class MessageTemplate:
                     data = _qp(html.escape(v) if kind == "QH" else v).replace("\n", CRLF).encode("ascii")
                 encoded[slot] = data
             parts[2 * i + 1] = data
-        return b"".join(parts)
+        return parts
 
 
 def confirmation_message(cfg: Config, *, to_email: str, name: str, confirm_url: str) -> EmailMessage:

@@ -27,10 +27,13 @@ from core.db import utcnow
 from core.errors import ConfigError, StateError
 from core.models import issue_variants, issues
 from core.states import FINISHED, SENDABLE, DeliveryState, IssueStatus
+from pipeline.compose.check import ensure_sendable
 from pipeline.compose.issues import delivery_counts, get_issue
 from pipeline.compose.message import Recipient
 from pipeline.compose.prepare import PreparedVariant
 from pipeline.deliver import ledger
+from pipeline.deliver.doctor import ensure_domain_ready
+from pipeline.deliver.doctor.rates import ensure_reputation
 from pipeline.deliver.gctuning import rare_collections
 from pipeline.deliver.outcome import final_status
 from pipeline.deliver.pacing import Pacer, backoff
@@ -130,9 +133,9 @@ def _check_state(ctx: Context, issue: Any, force: bool) -> None:
         raise StateError(f"issue #{issue.number} is paused: run `kpdigest issue resume "
                          f"{issue.number}` first")
     if not force and issue.status not in FINISHED:
-        from pipeline.compose.check import ensure_sendable
-
         ensure_sendable(ctx, issue.number)
+        ensure_domain_ready(ctx.config)
+        ensure_reputation(ctx)
 
 
 def recipients_for(linker: Linker, rows: list[Any]) -> list[Recipient]:

@@ -32,6 +32,7 @@ from core.models import job_runs
 from core.runs import JobResult
 from pipeline.collect.run import collect
 from pipeline.deliver import review
+from pipeline.deliver.doctor.rates import enforce
 from pipeline.jobs.weekly import run_weekly
 from subscribers import maintenance
 
@@ -244,7 +245,7 @@ def body_for(job: str, ctx: Context, stop: threading.Event) -> Callable[[], JobR
     bodies: dict[str, Callable[[], JobResult]] = {
         "collect": lambda: _collect(ctx),
         "weekly": lambda: _weekly(ctx, stop),
-        "dispatch": lambda: review.dispatch(ctx, stop=stop),
+        "dispatch": lambda: _dispatch(ctx, stop, review.dispatch),
         "maintenance": lambda: _maintenance(ctx),
     }
     return bodies[job]
@@ -263,6 +264,19 @@ def _maintenance(ctx: Context) -> JobResult:
     """The daily clean-up of personal data, then this record's own old runs."""
     done = maintenance.run_maintenance(ctx)
     return JobResult(done.result, f"{done.message}, {purge_runs(ctx)} old job runs forgotten")
+
+
+def _dispatch(ctx: Context, stop: threading.Event,
+              dispatch: Callable[..., JobResult]) -> JobResult:
+    """Complaint and bounce rates first (a sending issue past a pause line is paused, and
+    stays so), then review's dispatch."""
+    paused = enforce(ctx)
+    result = dispatch(ctx, stop=stop)
+    if paused:
+        note = f"paused issue(s) {', '.join(f'#{n}' for n in paused)}: complaint or bounce rate"
+        result.message = f"{note}; {result.message}" if result.message else note
+        result.noop = False
+    return result
 
 
 def _collect(ctx: Context) -> JobResult:

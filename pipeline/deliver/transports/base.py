@@ -5,12 +5,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from email.message import EmailMessage
+from email.policy import SMTP
+from functools import cached_property
 from typing import Any, ClassVar
 
 from core.config import Config
 from core.errors import TransportError
 from pipeline.compose.message import Recipient
 from pipeline.compose.prepare import PreparedVariant
+from pipeline.deliver.dkim import Signer, VariantSigner
 
 
 @dataclass
@@ -59,6 +62,30 @@ class Transport(ABC):
         provider message id. None when the provider's API cannot tell. Raises
         TransportError when the provider could not be asked."""
         return None
+    def raw_message(self, variant: PreparedVariant, r: Recipient) -> bytes:
+        """One recipient's complete MIME message, DKIM-signed when `[dkim]` is enabled
+        (the variant's canonical form is prepared on its first message)."""
+        if not self.cfg.dkim.enabled:
+            return variant.mime.build(r)
+        ident = (variant.issue_id, variant.variant, variant.key)
+        signer = self._dkim_variants.get(ident)
+        if signer is None:
+            signer = self._dkim_variants[ident] = self.dkim_signer.for_template(variant.mime)
+        return signer.sign(variant.mime.build_parts(r))
+
+    def raw_single(self, message: EmailMessage) -> bytes:
+        """A transactional message as bytes, DKIM-signed when `[dkim]` is enabled."""
+        data = message.as_bytes(policy=SMTP)
+        return self.dkim_signer.sign_bytes(data) if self.cfg.dkim.enabled else data
+
+    @cached_property
+    def dkim_signer(self) -> Signer:
+        """The keys, read once per transport (a bad key is a ConfigError naming it)."""
+        return Signer(self.cfg)
+
+    @cached_property
+    def _dkim_variants(self) -> dict[tuple[int, str, str], VariantSigner]:
+        return {}
 
     def open(self) -> None:
         """Acquire connections; called once before the first batch."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import uuid
 from email.message import EmailMessage
-from email.policy import SMTP
 from pathlib import Path
 from typing import ClassVar
 
@@ -40,7 +39,7 @@ class OutboxTransport(Transport):
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"single-{uuid.uuid4().hex}.eml"
         tmp = self.dir / (name + ".tmp")
-        tmp.write_bytes(message.as_bytes(policy=SMTP))
+        tmp.write_bytes(self.raw_single(message))
         os.replace(tmp, self.dir / name)
         return name
 
@@ -51,7 +50,7 @@ class OutboxTransport(Transport):
         for r in recipients:
             path = self.path_for(variant, r)
             tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(variant.mime.build(r))
+            tmp.write_bytes(self.raw_message(variant, r))
             os.replace(tmp, path)
             out.append(Outcome(r.delivery_id, "sent", provider_message_id=path.name))
         return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from email.message import EmailMessage
-from email.policy import SMTP
 from typing import Any, ClassVar
 
 from core.config import Config
@@ -70,7 +69,7 @@ class SesTransport(Transport):
         out: list[Outcome] = []
         for i, r in enumerate(recipients):
             try:
-                mid = self._send_raw(variant.mime.build(r), r.email)
+                mid = self._send_raw(self.raw_message(variant, r), r.email)
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 if code in THROTTLED and not out:
@@ -93,7 +92,7 @@ class SesTransport(Transport):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return self._send_raw(message.as_bytes(policy=SMTP))
+            return self._send_raw(self.raw_single(message))
         except (ClientError, BotoCoreError) as exc:
             raise TransportError(f"ses: {exc}") from exc
 

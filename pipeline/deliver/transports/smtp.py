@@ -17,6 +17,7 @@ import socket
 import ssl
 import threading
 from email.message import EmailMessage
+from email.utils import getaddresses, parseaddr
 from typing import Any, ClassVar
 
 from core.config import Config
@@ -113,7 +114,7 @@ class SmtpTransport(Transport):
             return out
 
     def _one(self, conn: smtplib.SMTP, variant: PreparedVariant, r: Recipient) -> tuple[Outcome, bool]:
-        data = variant.mime.build(r)
+        data = self.raw_message(variant, r)
         mid = variant.mime.header_values(r)["message_id"]
         try:
             conn.sendmail(self.envelope_from, [r.email], data)
@@ -131,7 +132,7 @@ class SmtpTransport(Transport):
         with self._slots:
             conn = self._take()
             try:
-                conn.send_message(message)
+                _send_single(conn, message, self.raw_single(message) if self.cfg.dkim.enabled else None)
             except (OSError, smtplib.SMTPException) as exc:
                 _quit(conn)
                 raise TransportError(f"smtp: {exc}") from exc
@@ -163,6 +164,15 @@ def _account_error(reason: str, done: list[Outcome]) -> AccountError:
                        "DMARC and reverse DNS)")
     exc.outcomes = done  # type: ignore[attr-defined]
     return exc
+def _send_single(conn: smtplib.SMTP, message: EmailMessage, signed: bytes | None) -> None:
+    """smtplib's send_message, or for a DKIM-signed message its bytes to the same envelope."""
+    if signed is None:
+        conn.send_message(message)
+        return
+    to = [a for _, a in getaddresses(message.get_all("To", []) + message.get_all("Cc", []))]
+    sender = parseaddr(str(message["From"]))[1]
+    options = ["SMTPUTF8"] if not all(a.isascii() for a in [sender, *to]) else []
+    conn.sendmail(sender, to, signed, mail_options=options)
 
 
 def _quit(conn: smtplib.SMTP) -> None:
