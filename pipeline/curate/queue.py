@@ -19,6 +19,7 @@ from core.context import Context
 from core.db import utcnow
 from core.errors import FetchError, InvalidInput, NotFound, StateError, UnsafeURL
 from core.models import articles, queue_items
+from core.search import reindex_article
 from pipeline.collect.dedupe import encode, group_pending, signature
 from pipeline.collect.fetch import fetch, make_session
 from pipeline.collect.identity import article_identity, clean_url, content_hash
@@ -215,6 +216,7 @@ def edit_item(ctx: Context, item_id: int, **fields: Any) -> None:
             values.update(_scored(ctx, values.get("title", art.title), text))
         if values:
             conn.execute(update(articles).where(articles.c.id == art.id).values(**values))
+            reindex_article(conn, art)
         conn.execute(update(queue_items).where(queue_items.c.id == item_id).values(updated_at=now))
 
 
