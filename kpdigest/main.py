@@ -11,7 +11,7 @@ import logging
 
 import click
 
-from kpdigest import commands, feeds, issue, queue, schedule, subscribers, users
+from kpdigest import articles, commands, feeds, issue, queue, schedule, subscribers, users
 from kpdigest.base import Group, Lazy
 
 
@@ -29,5 +29,5 @@ def main(click_ctx: click.Context, config_path: str | None, verbose: bool) -> No
     click_ctx.call_on_close(lambda: click_ctx.obj._ctx and click_ctx.obj._ctx.close())
 
 
-for _module in (commands, feeds, issue, queue, schedule, subscribers, users):
+for _module in (articles, commands, feeds, issue, queue, schedule, subscribers, users):
     _module.register(main)

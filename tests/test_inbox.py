@@ -196,3 +196,31 @@ def test_a_story_shows_its_copies_and_feeds(make_ctx):
         conn.execute(update(articles).where(articles.c.id == copy).values(story_id=first))
     shown = inbox.show_article(ctx, first)
     assert shown.copies == 2 and shown.copy_sources == ["Alpha feed", "Beta feed"]
+
+
+def test_the_articles_command_lists_shows_and_searches(ctx, monkeypatch):
+    from click.testing import CliRunner
+
+    from kpdigest.main import main
+
+    (urea,) = _store(ctx, [_record("Urea cream for keratosis pilaris", score=5,
+                                   excerpt="Urea softens the bumps")])
+    _store(ctx, [_record("Lactic acid lotions compared", score=0.2)])
+
+    def run(*args: str):
+        return CliRunner().invoke(main, ["--config", str(ctx.config.path("config.toml")), *args])
+
+    listed = run("articles", "list", "--state", "below threshold")
+    assert listed.exit_code == 0, listed.output
+    assert "Lactic acid lotions compared" in listed.output and "Urea cream" not in listed.output
+    assert "below threshold: score 0.2 < 1" in listed.output
+    assert "The next issue would be skipped: 1 new items, 3 needed." in listed.output
+    found = run("articles", "search", "bump")
+    assert found.exit_code == 0 and "Urea cream" in found.output and "Lactic" not in found.output
+    shown = run("articles", "show", str(urea))
+    assert shown.exit_code == 0 and "urea x2" in shown.output and "story:     1 copy" in shown.output
+    assert "Alpha feed" in shown.output and ("GMT" in shown.output or "BST" in shown.output)
+    missing = run("articles", "show", "999999")
+    assert missing.exit_code == 3 and "no article 999999" in missing.stderr
+    bad = run("articles", "list", "--topic", "nope")
+    assert bad.exit_code == 5 and "topic: 'nope'" in bad.stderr

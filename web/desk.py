@@ -1,11 +1,14 @@
-"""The editors' desk: dashboard, the queue, the preview of the next digest, a test send,
-and the review of a draft issue (approve or reject, like `kpdigest issue approve/reject`)."""
+"""The editors' desk: dashboard, the articles inbox, the queue, the preview of the next
+digest, a test send, and the review of a draft issue (approve or reject, like
+`kpdigest issue approve/reject`)."""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from html import escape
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import select
@@ -14,6 +17,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from core.errors import KpdigestError, NotFound
 from core.models import issue_variants, issues
+from pipeline.curate import inbox
 from pipeline.curate import queue as q
 from web.public import ARCHIVE_CSP
 from web.security import ctx, requires
@@ -21,6 +25,23 @@ from web.security import ctx, requires
 log = logging.getLogger(__name__)
 bp = Blueprint("desk", __name__, url_prefix="/desk")
 EDITORS = ("admin", "editor")
+
+
+@bp.app_template_filter("local")
+def local_time(value: datetime | None, fmt: str = "%a %-d %b %Y %H:%M") -> str:
+    """A stored UTC time in the configured timezone, with the zone's name (e.g. GMT, BST)."""
+    if value is None:
+        return "—"
+    zone = ZoneInfo(ctx().config.schedule.timezone)
+    return value.astimezone(zone).strftime(f"{fmt} %Z")
+
+
+@bp.app_template_filter("topic_names")
+def topic_names(slugs: Any) -> str:
+    """Topic slugs (a list or "a,b") as their configured names."""
+    topics = ctx().config.topics
+    items = slugs.split(",") if isinstance(slugs, str) else list(slugs or [])
+    return ", ".join(topics[s].label if s in topics else s for s in items if s) or "every topic"
 
 
 def _dashboard_data() -> dict[str, Any]:
@@ -52,6 +73,49 @@ def queue() -> str:
     items = q.list_items(ctx(), ("queued", "approved", "rejected") if request.args.get("all")
                          else ("queued", "approved"))
     return render_template("desk/queue.html", items=items)
+
+
+@bp.get("/articles")
+@requires(*EDITORS)
+def articles() -> tuple[str, int] | str:
+    """The inbox: every collected article, filtered, searched, with the selection's verdict."""
+    try:
+        filters = inbox.parse_filters(ctx().config, request.args.to_dict())
+        page = inbox.list_articles(ctx(), filters)
+    except KpdigestError as exc:
+        flash(str(exc), "error")
+        page = inbox.Page([], inbox.Filters(), False, None, 0)
+        return _articles_page(page), 400
+    return _articles_page(page)
+
+
+def _articles_page(page: inbox.Page) -> str:
+    from pipeline.collect.feeds import feed_health
+
+    return render_template("desk/articles.html", page=page, f=page.filters, args=request.args,
+                           topics=ctx().config.topics, feeds=feed_health(ctx()),
+                           states=list(inbox.ArticleState), here=request.full_path)
+
+
+@bp.get("/articles/<int:article_id>")
+@requires(*EDITORS)
+def article(article_id: int) -> str:
+    return render_template("desk/article.html", e=inbox.show_article(ctx(), article_id),
+                           topics=ctx().config.topics, here=request.full_path)
+
+
+@bp.post("/articles/<int:article_id>/<action>")
+@requires(*EDITORS)
+def article_action(article_id: int, action: str) -> BaseResponse:
+    if action not in inbox.ACTIONS:
+        abort(404)
+    try:
+        done = inbox.act(ctx(), article_id, action, by=g.user.email)
+    except KpdigestError as exc:
+        flash(f"Article {article_id}: {exc}", "error")
+    else:
+        flash(f"Article {article_id}: {done}.", "ok")
+    return _redirect_back(url_for("desk.articles"))
 
 
 def _back(message: str, category: str = "ok") -> BaseResponse:
