@@ -21,7 +21,6 @@ from core.config import Config
 from core.context import Context
 from core.db import utcnow
 from core.errors import NotFound
-from core.states import DeliveryState, QueueState
 from core.models import (
     articles,
     deliveries,
@@ -34,6 +33,7 @@ from core.models import (
     subscriptions,
     suppressions,
 )
+from core.states import DeliveryState, QueueState
 from pipeline.compose.personalize import Personalizer, new_key
 from pipeline.compose.render import Rendered, render_issue
 from pipeline.curate.select import Selection, select_articles
