@@ -32,8 +32,8 @@ from core.config import DEFAULT_CONFIG, load_config
 from core.context import Context
 from core.db import make_engine, migrate, utcnow
 from core.models import articles, articles_ungrouped
-from pipeline.collect import minhash
 from pipeline.collect.dedupe import assign_stories, encode, group_pending, signature
+from pipeline.collect import minhash
 
 
 def reword(rng: random.Random, text: str, vocab: list[str], share: float = 0.2) -> str:
