@@ -109,6 +109,7 @@ articles = Table(
     Index("ix_articles_story", "story_id"),
     Index("ix_articles_published", "published_at"),
     Index("ix_articles_feed", "feed_id", "id"),  # a feed's latest identities, for the parser to skip
+    Index("ix_articles_score", "score", "id"),  # the inbox's and the selection's best first
 )
 
 # Articles not yet compared with the others for near-duplicates: grouping reads and empties
@@ -133,6 +134,20 @@ queue_items = Table(
     Column("issue_id", Integer, ForeignKey("issues.id", ondelete="SET NULL")),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    Column("summary_markdown", Text),  # the editor's Markdown of the summary, to edit again
+    Column("section", String(100)),  # a topic slug: the pick leads that section, not "Editor's picks"
+)
+
+# Who changed what on a queue item, and when: the item page's history.
+queue_item_events = Table(
+    "queue_item_events", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("item_id", Integer, ForeignKey("queue_items.id", ondelete="CASCADE"), nullable=False),
+    Column("actor", String(320)),
+    Column("action", String(20), nullable=False),  # added | edited | state | pinned | moved
+    Column("detail", JSON, nullable=False, default=dict),  # edited: {field: [old, new]}
+    Column("created_at", TS, nullable=False),
+    Index("ix_queue_item_events_item", "item_id", "id"),
 )
 
 lists = Table(

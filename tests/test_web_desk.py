@@ -203,3 +203,59 @@ def test_admin_issue_progress_pause_resume_retry(ctx, client):
     assert client.get("/desk/issues/99").status_code == 404
     with ctx.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(subscribers)).scalar_one() == 1
+
+
+def test_articles_inbox_filters_searches_and_acts_in_one_click(ctx, client):
+    from tests.test_inbox import _record, _store
+
+    editor = login_as(client, ctx, "editor")
+    urea, weak = _store(ctx, [_record("Urea cream for keratosis pilaris", score=5,
+                                      excerpt="Urea softens the bumps"),
+                              _record("Lactic acid lotions compared", score=0.2)])
+    page = client.get("/desk/articles").get_data(as_text=True)
+    assert "Urea cream" in page and "Lactic acid" in page
+    assert "The next issue would be skipped: 1 new items, 3 needed." in page
+    assert "below threshold</span>: score 0.2 &lt; 1" in page and "Keratosis pilaris" in page
+    found = client.get("/desk/articles?q=bumps").get_data(as_text=True)
+    assert "Urea cream" in found and "Lactic acid" not in found
+    bad = client.get("/desk/articles?since=yesterday")
+    assert bad.status_code == 400 and "since: &#39;yesterday&#39; is not a date" in bad.get_data(as_text=True)
+    resp = _post(client, f"/desk/articles/{weak}/pin", back="/desk/articles?q=lactic")
+    assert resp.status_code == 302 and resp.headers["Location"] == "/desk/articles?q=lactic"
+    with ctx.engine.connect() as conn:
+        item = conn.execute(select(queue_items)).one()
+    assert (item.article_id, item.state, item.pinned, item.added_by) == (weak, "approved", True, editor)
+    shown = client.get(f"/desk/articles/{weak}").get_data(as_text=True)
+    assert "picked</span>: approved by an editor" in shown and ">Unpin<" in shown
+    assert f"/desk/articles/{weak}/queue" not in shown and f"/desk/queue/{item.id}" in shown
+    assert _post(client, f"/desk/articles/{urea}/explode").status_code == 404
+    assert "footer" not in page  # the desk has no public footer
+
+
+def test_queue_item_page_edits_previews_and_keeps_a_history(ctx, client):
+    editor = login_as(client, ctx, "editor")
+    item = add_markdown(ctx, "Pat, don't rub", "Pat skin **dry**.", added_by="cli")
+    page = client.get(f"/desk/queue/{item}").get_data(as_text=True)
+    assert "Pat skin **dry**." in page and 'name="section"' in page
+    preview = client.post(f"/desk/queue/{item}/preview",
+                          data={"csrf_token": csrf(client, "/desk/"), "title": "Pat gently",
+                                "markdown": "Use *lukewarm* water."})
+    body = preview.get_data(as_text=True)
+    assert preview.headers["X-Frame-Options"] == "SAMEORIGIN"
+    assert "Pat gently" in body and "<em>lukewarm</em>" in body and "Pat skin" not in body
+    with ctx.engine.connect() as conn:  # a preview saves nothing
+        assert conn.execute(select(queue_items.c.summary_markdown)).scalar_one() == "Pat skin **dry**."
+    _post(client, f"/desk/queue/{item}/save", title="Pat gently", markdown="Use *lukewarm* water.",
+          image="https://img.example.com/a.jpg", image_alt="A towel", link="https://example.com/pat",
+          section="kp", note="for week 2")
+    saved = client.get(f"/desk/queue/{item}/preview").get_data(as_text=True)
+    assert "<em>lukewarm</em>" in saved and 'alt="A towel"' in saved
+    heading = re.search(r'section-title"[^>]*>([^<]+)</h2>', saved)
+    assert heading and heading.group(1) == "Keratosis pilaris"  # its section, not "Editor's picks"
+    page = client.get(f"/desk/queue/{item}").get_data(as_text=True)
+    assert f"{editor} changed" in page and "title from “Pat, don&#39;t rub” to “Pat gently”" in page
+    assert "cli added it" in page and ("GMT" in page or "BST" in page)
+    bad = _post(client, f"/desk/queue/{item}/save", title="x", section="nope")
+    assert bad.status_code == 302
+    again = client.get(f"/desk/queue/{item}").get_data(as_text=True)
+    assert "section: &#39;nope&#39; is not a topic" in again

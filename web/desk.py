@@ -27,6 +27,23 @@ bp = Blueprint("desk", __name__, url_prefix="/desk")
 EDITORS = ("admin", "editor")
 
 
+def _brand_css() -> Response:
+    """The brand's colours and font as CSS custom properties for site.css (config.toml
+    [brand]; the values were validated there, so they are safe in CSS)."""
+    b = ctx().config.brand
+    css = f":root {{ --accent: {b.accent}; --bg: {b.background}; --font: {b.font}; }}\n"
+    return Response(css, mimetype="text/css", headers={"Cache-Control": "max-age=300"})
+
+
+# The stylesheet serves every page, public ones too, so it is an app route, not /desk/'s.
+bp.record_once(lambda state: state.app.add_url_rule("/brand.css", "brand_css", _brand_css))
+
+
+@bp.app_context_processor
+def _brand() -> dict[str, Any]:
+    return {"brand": ctx().config.brand}
+
+
 @bp.app_template_filter("local")
 def local_time(value: datetime | None, fmt: str = "%a %-d %b %Y %H:%M") -> str:
     """A stored UTC time in the configured timezone, with the zone's name (e.g. GMT, BST)."""
@@ -148,20 +165,65 @@ def add_tip() -> BaseResponse:
     return _back(f"Queued tip as item {item}.")
 
 
+ITEM_FORM = ("title", "markdown", "image", "image_alt", "link", "section", "note")
+PREVIEW_HEADERS = {"Content-Security-Policy": ARCHIVE_CSP, "X-Frame-Options": "SAMEORIGIN"}
+
+
+@bp.get("/queue/<int:item_id>")
+@requires(*EDITORS)
+def queue_item(item_id: int) -> str:
+    """View and edit an item; the preview beside it is the digest's own template."""
+    from pipeline.collect.sanitize import html_to_text
+    from pipeline.compose.item_preview import item_article
+
+    art = item_article(ctx(), item_id)
+    markdown = art["summary_markdown"] if art["summary_markdown"] is not None \
+        else html_to_text(art["summary_html"])
+    return render_template("desk/queue_item.html", it=q.get_item(ctx(), item_id), art=art, markdown=markdown,
+                           history=q.history(ctx(), item_id), topics=ctx().config.topics,
+                           describe=q.describe)
+
+
+@bp.post("/queue/<int:item_id>/save")
+@requires(*EDITORS)
+def queue_item_save(item_id: int) -> BaseResponse:
+    form = {k: request.form.get(k, "") for k in ITEM_FORM}
+    try:
+        q.edit_item(ctx(), item_id, by=g.user.email, **form)
+    except KpdigestError as exc:
+        flash(f"Not saved: {exc}", "error")
+    else:
+        flash("Saved.", "ok")
+    return redirect(url_for("desk.queue_item", item_id=item_id))
+
+
+@bp.route("/queue/<int:item_id>/preview", methods=["GET", "POST"])
+@requires(*EDITORS)
+def queue_item_preview(item_id: int) -> Response:
+    """GET: the item as saved; POST: with the form's unsaved values (the Preview button,
+    which the page's script presses as you type)."""
+    from pipeline.compose.item_preview import preview_item
+
+    form = {k: request.form[k] for k in ITEM_FORM if k in request.form} \
+        if request.method == "POST" else None
+    return Response(preview_item(ctx(), item_id, form), mimetype="text/html",
+                    headers=PREVIEW_HEADERS)
+
+
 @bp.post("/queue/<int:item_id>/<action>")
 @requires(*EDITORS)
 def item_action(item_id: int, action: str) -> BaseResponse:
     states = {"approve": "approved", "reject": "rejected", "requeue": "queued"}
     if action in states:
-        q.set_state(ctx(), item_id, states[action])
+        q.set_state(ctx(), item_id, states[action], by=g.user.email)
     elif action in ("pin", "unpin"):
-        q.pin(ctx(), item_id, action == "pin")
+        q.pin(ctx(), item_id, action == "pin", by=g.user.email)
     elif action == "move":
         try:
             position = int(request.form.get("position", ""))
         except ValueError:
             return _back("Position must be a number.", "error")
-        q.move(ctx(), item_id, position)
+        q.move(ctx(), item_id, position, by=g.user.email)
     else:
         return _back(f"Unknown action {action!r}.", "error")
     return _back(f"Item {item_id}: {action} done.")

@@ -1,9 +1,11 @@
-"""articles full-text search: an FTS5 index on SQLite, a tsvector GIN index on PostgreSQL
+"""The editors' desk: articles full-text search (an FTS5 index on SQLite, a tsvector GIN
+index on PostgreSQL), an index on score, queue items' Markdown and their history
 
 Revision ID: 0007
 Revises: 0005
 Create Date: 2026-12-07 21:45:00
 """
+import sqlalchemy as sa
 from alembic import op
 
 
@@ -17,6 +19,27 @@ PG_EXPR = "to_tsvector('english', title || ' ' || excerpt)"
 
 
 def upgrade() -> None:
+    op.create_index('ix_articles_score', 'articles', ['score', 'id'])
+    with op.batch_alter_table('queue_items') as batch:
+        batch.add_column(sa.Column('summary_markdown', sa.Text(), nullable=True))
+        batch.add_column(sa.Column('section', sa.String(length=100), nullable=True))
+    op.create_table(
+        'queue_item_events',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('item_id', sa.Integer(), nullable=False),
+        sa.Column('actor', sa.String(length=320), nullable=True),
+        sa.Column('action', sa.String(length=20), nullable=False),
+        sa.Column('detail', sa.JSON(), nullable=False),
+        sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(['item_id'], ['queue_items.id'],
+                                name='fk_queue_item_events_item_id_queue_items', ondelete='CASCADE'),
+        sa.PrimaryKeyConstraint('id', name='pk_queue_item_events'),
+    )
+    op.create_index('ix_queue_item_events_item', 'queue_item_events', ['item_id', 'id'])
+    _search_upgrade()
+
+
+def _search_upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute(f"CREATE INDEX ix_articles_search ON articles USING gin ({PG_EXPR})")
         return
@@ -26,6 +49,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table('queue_item_events')
+    with op.batch_alter_table('queue_items') as batch:
+        batch.drop_column('summary_markdown')
+        batch.drop_column('section')
+    op.drop_index('ix_articles_score', table_name='articles')
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP INDEX ix_articles_search")
         return

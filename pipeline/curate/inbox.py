@@ -264,15 +264,15 @@ def act(ctx: Context, article_id: int, action: str, by: str | None = None) -> st
             raise InvalidInput(f"article {article_id} is not in the queue")
         item = q.add_article(ctx, article_id, approve=action in ("approve", "pin"), added_by=by)
         if action == "reject":
-            q.set_state(ctx, item, QueueState.REJECTED)
+            q.set_state(ctx, item, QueueState.REJECTED, by=by)
     elif action in ("approve", "pin"):
-        q.set_state(ctx, item, QueueState.APPROVED)
+        q.set_state(ctx, item, QueueState.APPROVED, by=by)
     elif action == "reject":
-        q.set_state(ctx, item, QueueState.REJECTED)
+        q.set_state(ctx, item, QueueState.REJECTED, by=by)
     elif action in ("requeue", "queue"):
-        q.set_state(ctx, item, QueueState.QUEUED)
+        q.set_state(ctx, item, QueueState.QUEUED, by=by)
     if action in ("pin", "unpin"):
-        q.pin(ctx, item, action == "pin")
+        q.pin(ctx, item, action == "pin", by=by)
     return {"queue": "queued", "approve": "approved", "reject": "rejected: never in a digest",
             "pin": "approved and pinned to the top", "unpin": "unpinned",
             "requeue": "back in the queue"}[action]

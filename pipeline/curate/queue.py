@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from core.context import Context
 from core.db import utcnow
 from core.errors import FetchError, InvalidInput, NotFound, StateError, UnsafeURL
-from core.models import articles, queue_items
+from core.models import articles, queue_item_events, queue_items
 from core.search import reindex_article
 from pipeline.collect.dedupe import encode, group_pending, signature
 from pipeline.collect.fetch import fetch, make_session
@@ -29,6 +29,7 @@ from pipeline.collect.sanitize import excerpt, html_to_text, sanitize_html
 
 STATES = ("queued", "approved", "rejected", "used")
 EDITABLE = {"title", "summary", "image", "source", "author", "published"}
+DESK_EDITABLE = {"link", "markdown", "image_alt", "note", "section"}  # also, by the item page
 
 
 class AlreadyQueued(StateError):
@@ -113,9 +114,30 @@ def _enqueue(conn: Connection, article_id: int, state: str, note: str | None, ad
     if existing:
         raise AlreadyQueued(int(existing))
     position = (conn.execute(select(func.max(queue_items.c.position))).scalar() or 0) + 1
-    return int(conn.execute(insert(queue_items).values(
+    item_id = int(conn.execute(insert(queue_items).values(
         article_id=article_id, state=state, position=position, note=note, added_by=added_by,
         created_at=now, updated_at=now)).inserted_primary_key[0])
+    log_event(conn, item_id, added_by, "added", {"state": state}, now)
+    return item_id
+
+
+def log_event(conn: Connection, item_id: int, actor: str | None, action: str,
+              detail: dict[str, Any], now: datetime | None = None) -> None:
+    """One line of an item's history: who did what, when."""
+    conn.execute(insert(queue_item_events).values(item_id=item_id, actor=actor, action=action,
+                                                  detail=detail, created_at=now or utcnow()))
+
+
+def history(ctx: Context, item_id: int) -> list[Any]:
+    """An item's history, newest first."""
+    with ctx.engine.connect() as conn:
+        return conn.execute(select(queue_item_events).where(queue_item_events.c.item_id == item_id)
+                            .order_by(queue_item_events.c.id.desc()).limit(500)).all()
+
+
+def render_markdown(markdown: str, base_url: str) -> str:
+    """An editor's Markdown as sanitised HTML (raw HTML in it is shown as text)."""
+    return sanitize_html(MarkdownIt("commonmark", {"html": False}).render(markdown), base_url)
 
 
 def _scored(ctx: Context, title: str, text: str) -> dict[str, Any]:
@@ -162,12 +184,13 @@ def add_url(ctx: Context, url: str, *, approve: bool = False, note: str | None =
     record = _record(ctx, title=html_to_text(fields.get("title") or final), link=final,
                      summary_html=_text_html(summary), text=info["text"] or summary,
                      source=fields.get("source") or fields.get("site") or "",
-                     image=_image_url(fields.get("image"), final), author=fields.get("author"),
+                     image=image_url(fields.get("image"), final), author=fields.get("author"),
                      published=parse_date(fields.get("published") or fields.get("date"), now))
     return _add(ctx, record, "approved" if approve else "queued", note, added_by)
 
 
-def _image_url(value: str | None, base: str) -> str | None:
+def image_url(value: str | None, base: str) -> str | None:
+    """An image reference made absolute against `base`; None unless http(s)."""
     if not value:
         return None
     full = urljoin(base, value.strip())
@@ -184,40 +207,83 @@ def add_article(ctx: Context, article_id: int, *, approve: bool = False, note: s
         return _enqueue(conn, article_id, "approved" if approve else "queued", note, added_by, utcnow())
 
 
-def edit_item(ctx: Context, item_id: int, **fields: Any) -> None:
-    """Change any field of a queued item's article; relevance is recomputed from the text."""
-    unknown = set(fields) - EDITABLE - {"link"}
+def edit_item(ctx: Context, item_id: int, by: str | None = None, **fields: Any) -> None:
+    """Change any field of a queued item's article; relevance is recomputed from the text.
+    `markdown` replaces the summary with rendered Markdown (kept for editing again);
+    `section` is a topic slug (or "" for the editors' picks). Changes go to the history."""
+    unknown = set(fields) - EDITABLE - DESK_EDITABLE
     if unknown:
         raise InvalidInput(f"cannot edit {', '.join(sorted(unknown))}")
+    if fields.get("section") and fields["section"] not in ctx.config.topics:
+        raise InvalidInput(f"section: {fields['section']!r} is not a topic")
     now = utcnow()
     with ctx.engine.begin() as conn:
         item = _get(conn, item_id)
         if item.state == "used":
             raise StateError(f"item {item_id} was already used in an issue")
         art = conn.execute(select(articles).where(articles.c.id == item.article_id)).one()
-        values: dict[str, Any] = {}
-        if fields.get("title"):
-            values["title"] = values["image_alt"] = html_to_text(fields["title"])[:500]
-        if fields.get("summary") is not None:
-            values["summary_html"] = _text_html(fields["summary"])
-            values["excerpt"] = excerpt(html_to_text(values["summary_html"]),
-                                        ctx.config.collect.excerpt_chars)
-        for key, col in (("source", "source"), ("author", "author")):
-            if fields.get(key) is not None:
-                values[col] = str(fields[key])[:200]
-        if "image" in fields:
-            values["image_url"] = _image_url(fields["image"], art.link or ctx.config.site.base_url)
-        if fields.get("published"):
-            values["published_at"] = parse_date(fields["published"], now)
-        if fields.get("link"):
-            values["link"] = clean_url(fields["link"])
-        if "title" in values or "summary_html" in values:
-            text = html_to_text(values.get("summary_html", art.summary_html))
-            values.update(_scored(ctx, values.get("title", art.title), text))
+        values = _article_changes(ctx, art, fields, now)
+        own = _item_changes(item, fields)
         if values:
             conn.execute(update(articles).where(articles.c.id == art.id).values(**values))
             reindex_article(conn, art)
-        conn.execute(update(queue_items).where(queue_items.c.id == item_id).values(updated_at=now))
+        conn.execute(update(queue_items).where(queue_items.c.id == item_id)
+                     .values(updated_at=now, **own))
+        changed = {k: [_shown(art._mapping.get(k)), _shown(v)] for k, v in values.items()
+                   if k in SHOWN and art._mapping.get(k) != v}
+        changed.update({k: [_shown(getattr(item, k)), _shown(v)] for k, v in own.items()
+                        if k != "summary_markdown" and getattr(item, k) != v})
+        if changed:
+            log_event(conn, item_id, by, "edited", changed, now)
+
+
+SHOWN = ("title", "excerpt", "image_url", "image_alt", "link", "source", "author")
+
+
+def _shown(value: Any) -> str:
+    return "" if value is None else str(value)[:300]
+
+
+def _item_changes(item: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    own: dict[str, Any] = {}
+    if "note" in fields:
+        own["note"] = (fields["note"] or "").strip()[:1000] or None
+    if "section" in fields:
+        own["section"] = fields["section"] or None
+    if fields.get("markdown") is not None:
+        own["summary_markdown"] = fields["markdown"]
+    return own
+
+
+def _article_changes(ctx: Context, art: Any, fields: dict[str, Any],
+                     now: datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if fields.get("title"):
+        values["title"] = html_to_text(fields["title"])[:500]
+        if not art.image_alt or art.image_alt == art.title:
+            values["image_alt"] = values["title"][:200]
+    if fields.get("markdown") is not None:
+        values["summary_html"] = render_markdown(fields["markdown"], ctx.config.site.base_url)
+    elif fields.get("summary") is not None:
+        values["summary_html"] = _text_html(fields["summary"])
+    if "summary_html" in values:
+        values["excerpt"] = excerpt(html_to_text(values["summary_html"]),
+                                    ctx.config.collect.excerpt_chars)
+    for key in ("source", "author"):
+        if fields.get(key) is not None:
+            values[key] = str(fields[key])[:200]
+    if "image" in fields:
+        values["image_url"] = image_url(fields["image"], art.link or ctx.config.site.base_url)
+    if fields.get("image_alt") is not None:
+        values["image_alt"] = html_to_text(fields["image_alt"])[:200]
+    if fields.get("published"):
+        values["published_at"] = parse_date(fields["published"], now)
+    if fields.get("link"):
+        values["link"] = clean_url(fields["link"])
+    if "title" in values or "summary_html" in values:
+        text = html_to_text(values.get("summary_html", art.summary_html))
+        values.update(_scored(ctx, values.get("title", art.title), text))
+    return values
 
 
 def add_markdown(ctx: Context, title: str, markdown: str, *, link: str | None = None,
@@ -225,11 +291,14 @@ def add_markdown(ctx: Context, title: str, markdown: str, *, link: str | None = 
     """Queue an original tip written in Markdown (rendered, then sanitised like feed HTML)."""
     if not title.strip():
         raise InvalidInput("a tip needs a title")
-    rendered = MarkdownIt("commonmark", {"html": False}).render(markdown)
-    summary_html = sanitize_html(rendered, ctx.config.site.base_url)
+    summary_html = render_markdown(markdown, ctx.config.site.base_url)
     record = _record(ctx, title=title.strip(), link=link, summary_html=summary_html,
                      text=html_to_text(summary_html), source=ctx.config.site.name)
-    return _add(ctx, record, "approved" if approve else "queued", note, added_by)
+    item_id = _add(ctx, record, "approved" if approve else "queued", note, added_by)
+    with ctx.engine.begin() as conn:
+        conn.execute(update(queue_items).where(queue_items.c.id == item_id)
+                     .values(summary_markdown=markdown))
+    return item_id
 
 
 def add_file(ctx: Context, title: str, path: Path, **kwargs: Any) -> int:
@@ -244,12 +313,24 @@ def list_items(ctx: Context, states: tuple[str, ...] = ("queued", "approved")) -
     """Queue items in editor order: pinned first, then by position."""
     with ctx.engine.connect() as conn:
         return conn.execute(
-            select(queue_items, articles.c.title, articles.c.link, articles.c.source,
-                   articles.c.score, articles.c.topics)
-            .join(articles, articles.c.id == queue_items.c.article_id)
-            .where(queue_items.c.state.in_(states))
+            _items_query().where(queue_items.c.state.in_(states))
             .order_by(queue_items.c.pinned.desc(), queue_items.c.position, queue_items.c.id)
         ).all()
+
+
+def _items_query() -> Any:
+    return select(queue_items, articles.c.title, articles.c.link, articles.c.source,
+                  articles.c.score, articles.c.topics) \
+        .join(articles, articles.c.id == queue_items.c.article_id)
+
+
+def get_item(ctx: Context, item_id: int) -> Any:
+    """One item as `list_items` shows it."""
+    with ctx.engine.connect() as conn:
+        row = conn.execute(_items_query().where(queue_items.c.id == item_id)).first()
+    if row is None:
+        raise NotFound(f"no queue item {item_id}")
+    return row
 
 
 def _get(conn: Any, item_id: int) -> Any:
@@ -259,7 +340,8 @@ def _get(conn: Any, item_id: int) -> Any:
     return row
 
 
-def set_state(ctx: Context, item_id: int, state: str, note: str | None = None) -> None:
+def set_state(ctx: Context, item_id: int, state: str, note: str | None = None,
+              by: str | None = None) -> None:
     if state not in ("queued", "approved", "rejected"):
         raise InvalidInput(f"cannot set state {state!r}")
     with ctx.engine.begin() as conn:
@@ -270,19 +352,24 @@ def set_state(ctx: Context, item_id: int, state: str, note: str | None = None) -
         if note is not None:
             values["note"] = note
         conn.execute(update(queue_items).where(queue_items.c.id == item_id).values(**values))
+        if row.state != state:
+            log_event(conn, item_id, by, "state", {"from": row.state, "to": state})
 
 
-def pin(ctx: Context, item_id: int, pinned: bool = True) -> None:
+def pin(ctx: Context, item_id: int, pinned: bool = True, by: str | None = None) -> None:
     with ctx.engine.begin() as conn:
-        _get(conn, item_id)
+        row = _get(conn, item_id)
         conn.execute(update(queue_items).where(queue_items.c.id == item_id)
                      .values(pinned=pinned, updated_at=utcnow()))
+        if row.pinned != pinned:
+            log_event(conn, item_id, by, "pinned", {"pinned": pinned})
 
 
-def move(ctx: Context, item_id: int, position: int) -> None:
+def move(ctx: Context, item_id: int, position: int, by: str | None = None) -> None:
     """Put an item at 1-based `position` among the open items; the others shift."""
     with ctx.engine.begin() as conn:
         _get(conn, item_id)
+        log_event(conn, item_id, by, "moved", {"position": position})
         ids = [r.id for r in conn.execute(
             select(queue_items.c.id).where(queue_items.c.state.in_(("queued", "approved")))
             .order_by(queue_items.c.position, queue_items.c.id))]
@@ -291,3 +378,26 @@ def move(ctx: Context, item_id: int, position: int) -> None:
         ids.insert(max(0, min(position - 1, len(ids))), item_id)
         for pos, qid in enumerate(ids, start=1):
             conn.execute(update(queue_items).where(queue_items.c.id == qid).values(position=pos))
+
+
+FIELD_NAMES = {"title": "title", "excerpt": "summary", "image_url": "image", "image_alt": "image alt text",
+               "link": "link", "source": "source", "author": "author", "note": "note",
+               "section": "section"}
+STATE_WORDS = {"queued": "put it back in the queue", "approved": "approved it",
+               "rejected": "rejected it (never in a digest)"}
+
+
+def describe(event: Any) -> str:
+    """An item's history line in plain words (without who and when)."""
+    d = event.detail or {}
+    if event.action == "added":
+        return "added it" + (", approved" if d.get("state") == "approved" else "")
+    if event.action == "state":
+        return STATE_WORDS.get(d.get("to", ""), f"set it to {d.get('to')}")
+    if event.action == "pinned":
+        return "pinned it to the top" if d.get("pinned") else "unpinned it"
+    if event.action == "moved":
+        return f"moved it to position {d.get('position')}"
+    parts = [f"{FIELD_NAMES.get(k, k)} from “{excerpt(old, 60) or 'nothing'}” to "
+             f"“{excerpt(new, 60) or 'nothing'}”" for k, (old, new) in sorted(d.items())]
+    return "changed " + "; ".join(parts)

@@ -68,7 +68,7 @@ def select_articles(conn: Connection, cfg: Config, now: datetime) -> Selection:
     seen_stories: dict[int, int] = {}  # story -> the picked article
     max_items = cfg.selection.max_items
     editor_rows = conn.execute(
-        select(articles, queue_items.c.id.label("queue_id"))
+        select(articles, queue_items.c.id.label("queue_id"), queue_items.c.section)
         .join(queue_items, queue_items.c.article_id == articles.c.id)
         .where(queue_items.c.state == QueueState.APPROVED)
         .order_by(queue_items.c.pinned.desc(), queue_items.c.position, queue_items.c.id)
