@@ -150,6 +150,21 @@ queue_item_events = Table(
     Index("ix_queue_item_events_item", "item_id", "id"),
 )
 
+# One-off sends an editor ordered from the composer: "send now" (run at once by the web app,
+# else by the scheduler's next dispatch) or "send at" a time (the scheduler runs it).
+send_orders = Table(
+    "send_orders", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_at", TS, nullable=False),
+    Column("state", String(10), nullable=False),  # pending | running | done | failed | cancelled
+    Column("requested_by", String(320)),
+    Column("number", Integer),  # the issue it built and sent
+    Column("result", Text),
+    Column("created_at", TS, nullable=False),
+    Column("finished_at", TS),
+    Index("ix_send_orders_state", "state", "run_at"),
+)
+
 lists = Table(
     "lists", metadata,
     Column("id", Integer, primary_key=True),

@@ -104,3 +104,13 @@ class ArticleState(StrEnum):
     USED = "used"
     REJECTED = "rejected"
     BELOW_THRESHOLD = "below threshold"
+
+
+class OrderState(StrEnum):
+    """A one-off send order from the composer: pending -> running -> done | failed; cancelled."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"

@@ -259,3 +259,76 @@ def test_queue_item_page_edits_previews_and_keeps_a_history(ctx, client):
     assert bad.status_code == 302
     again = client.get(f"/desk/queue/{item}").get_data(as_text=True)
     assert "section: &#39;nope&#39; is not a topic" in again
+
+
+ARTICLE_TITLE = re.compile(r'class="article-title"[^>]*>(?:<a [^>]*>)?([^<]+)')
+
+
+def _wait_for(predicate, what: str, deadline: float = 60.0):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_composer_warns_of_a_skip_names_variants_and_reorders(ctx, client):
+    login_as(client, ctx, "editor")
+    one = add_markdown(ctx, "Tip one on urea", "Urea.", approve=True)
+    two = add_markdown(ctx, "Tip two on lactic acid", "Lactic acid.", approve=True)
+    add_subscriber(ctx, "kp@example.com", topics=["kp"])
+    page = client.get("/desk/compose").get_data(as_text=True)
+    assert "This issue would be skipped:" in page and "2 new items, 3 needed" in page
+    assert "Keratosis pilaris" in page and "every topic" in page and "kp,skin" not in page
+    assert "No problems found." in page or "Problem:" in page
+    three = add_markdown(ctx, "Tip three on sunscreen", "SPF.", approve=True)
+    page = client.get("/desk/compose").get_data(as_text=True)
+    assert "would be skipped" not in page
+    _post(client, f"/desk/compose/step/{three}/up")
+    _post(client, f"/desk/compose/step/{three}/up")
+    order = re.findall(r"<li>(Tip \w+)", client.get("/desk/compose").get_data(as_text=True))
+    assert order == ["Tip three", "Tip one", "Tip two"], order
+    preview = client.get("/desk/compose/preview?variant=kp").get_data(as_text=True)
+    assert [t.split(" on ")[0] for t in ARTICLE_TITLE.findall(preview)] == \
+        ["Tip three", "Tip one", "Tip two"]
+    assert client.get("/desk/compose/preview?variant=nope").status_code == 400
+    assert one and two
+
+
+def test_send_now_sends_the_issue_in_the_composed_order_and_test_sends(ctx, client):
+    editor = login_as(client, ctx, "editor")
+    new_mail = fresh_outbox(ctx)
+    tips = [add_markdown(ctx, f"Tip {n} on urea", "Urea.", approve=True) for n in ("A", "B", "C")]
+    add_subscriber(ctx, "reader@example.com")
+    _post(client, f"/desk/compose/step/{tips[2]}/up")
+    _post(client, f"/desk/compose/step/{tips[2]}/up")
+    resp = _post(client, "/desk/compose/test", addresses=f"{editor}, second@example.com",
+                 kind=["digest:", "confirm"])
+    assert resp.status_code == 302
+    tests = new_mail()
+    assert sorted((m["To"], m["Subject"].startswith("[Test]")) for m in tests) == [
+        (editor, True), (editor, True), ("second@example.com", True), ("second@example.com", True)]
+    _post(client, "/desk/compose/send-now")
+    (issue_mail,) = _wait_for(lambda: _issue_mails(ctx), "the issue in the outbox")
+    assert issue_mail["To"] == "reader@example.com"
+    html = issue_mail.get_body(("html",)).get_content()
+    assert ARTICLE_TITLE.findall(html) == ["Tip C on urea", "Tip A on urea", "Tip B on urea"]
+    page = _wait_for(lambda: (p := client.get("/desk/").get_data(as_text=True)) and
+                     "issue #1: 1 sent" in p and p, "the order's result on the dashboard")
+    assert f"done · by {editor}" in page
+    again = _post(client, "/desk/compose/send-now")  # this week's issue is sent already
+    assert again.status_code == 302
+    page = _wait_for(lambda: (p := client.get("/desk/compose").get_data(as_text=True)) and
+                     "failed" in p and p, "the second order's failure")
+    assert "is sent already" in page
+
+
+def _issue_mails(ctx):
+    import email as email_lib
+    import email.policy
+
+    folder = ctx.config.path("var/outbox")
+    return [email_lib.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+            for p in sorted(folder.glob("issue-*.eml"))] if folder.exists() else []

@@ -65,9 +65,10 @@ def _dashboard_data() -> dict[str, Any]:
     from pipeline.collect.feeds import feed_health
     from pipeline.compose.issues import delivery_counts, get_issue
     from pipeline.jobs.registry import schedule_status
+    from pipeline.jobs.send_orders import recent_orders
 
     data: dict[str, Any] = {"jobs": schedule_status(ctx()), "feeds": feed_health(ctx()),
-                            "last": None, "counts": {}}
+                            "last": None, "counts": {}, "orders": recent_orders(ctx(), 5)}
     with ctx().engine.connect() as conn:
         data["drafts"] = drafts(conn)
         try:
@@ -337,3 +338,97 @@ def review_reject(number: int) -> BaseResponse:
         return _redirect_back(url_for("desk.dashboard"))
     flash(f"Issue #{number} {why}. Its articles are free for the next issue.", "ok")
     return redirect(url_for("desk.dashboard"))  # the issue page is gone: the draft lost its number
+
+
+# --- the issue composer ---------------------------------------------------------------------
+
+@bp.get("/compose")
+@requires(*EDITORS)
+def compose() -> str:
+    """The next issue per topic variant as it would be mailed now, its checks, the send
+    buttons and test sends."""
+    from pipeline.compose import composer
+    from pipeline.jobs.send_orders import recent_orders
+
+    comp = composer.compose_next(ctx(), spam=bool(request.args.get("spam")))
+    return render_template("desk/compose.html", c=comp, orders=recent_orders(ctx()),
+                           kinds=composer.mail_types(ctx()), min_items=ctx().config.selection.min_items,
+                           zone=ctx().config.schedule.timezone)
+
+
+@bp.get("/compose/preview")
+@requires(*EDITORS)
+def compose_preview() -> Response:
+    from pipeline.compose.composer import variant_html
+
+    return Response(variant_html(ctx(), request.args.get("variant", "")), mimetype="text/html",
+                    headers=PREVIEW_HEADERS)
+
+
+def _to_compose(message: str, category: str = "ok") -> BaseResponse:
+    flash(message, category)
+    return redirect(url_for("desk.compose"))
+
+
+@bp.post("/compose/step/<int:item_id>/<direction>")
+@requires(*EDITORS)
+def compose_step(item_id: int, direction: str) -> BaseResponse:
+    if direction not in ("up", "down"):
+        abort(404)
+    try:
+        q.step(ctx(), item_id, -1 if direction == "up" else 1, by=g.user.email)
+    except KpdigestError as exc:
+        return _to_compose(f"Not moved: {exc}", "error")
+    return _to_compose(f"Moved {direction}.")
+
+
+@bp.post("/compose/send-now")
+@requires(*EDITORS)
+def compose_send_now() -> BaseResponse:
+    from pipeline.jobs.send_orders import order_send, start_now
+
+    order = order_send(ctx(), g.user.email)
+    start_now(ctx(), order)
+    return _to_compose(f"Sending started (order {order}); its result shows below when done.")
+
+
+@bp.post("/compose/send-at")
+@requires(*EDITORS)
+def compose_send_at() -> BaseResponse:
+    from pipeline.jobs.send_orders import order_send
+
+    zone = ZoneInfo(ctx().config.schedule.timezone)
+    try:
+        at = datetime.fromisoformat(request.form.get("at", "").strip()).replace(tzinfo=zone)
+    except ValueError:
+        return _to_compose("Give a date and time for the send.", "error")
+    if at <= datetime.now(zone):
+        return _to_compose("That time has passed: use Send now, or a later time.", "error")
+    order = order_send(ctx(), g.user.email, at)
+    return _to_compose(f"The issue will be sent at {local_time(at)} (order {order}); "
+                       "the scheduler runs it.")
+
+
+@bp.post("/compose/orders/<int:order_id>/cancel")
+@requires(*EDITORS)
+def compose_cancel_order(order_id: int) -> BaseResponse:
+    from pipeline.jobs.send_orders import cancel_order
+
+    try:
+        cancel_order(ctx(), order_id)
+    except KpdigestError as exc:
+        return _to_compose(str(exc), "error")
+    return _to_compose(f"Send order {order_id} cancelled.")
+
+
+@bp.post("/compose/test")
+@requires(*EDITORS)
+def compose_test() -> BaseResponse:
+    from pipeline.compose import composer
+
+    try:
+        addresses = composer.parse_addresses(request.form.get("addresses", ""))
+        done = composer.send_tests(ctx(), addresses, request.form.getlist("kind"))
+    except KpdigestError as exc:
+        return _to_compose(f"No test sent: {exc}", "error")
+    return _to_compose(f"{len(done)} test{'s' if len(done) != 1 else ''} sent: " + "; ".join(done))

@@ -1,5 +1,6 @@
 """The editors' desk: articles full-text search (an FTS5 index on SQLite, a tsvector GIN
-index on PostgreSQL), an index on score, queue items' Markdown and their history
+index on PostgreSQL), an index on score, queue items' Markdown, section and history, and
+one-off send orders
 
 Revision ID: 0007
 Revises: 0005
@@ -36,6 +37,19 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('id', name='pk_queue_item_events'),
     )
     op.create_index('ix_queue_item_events_item', 'queue_item_events', ['item_id', 'id'])
+    op.create_table(
+        'send_orders',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('run_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('state', sa.String(length=10), nullable=False),
+        sa.Column('requested_by', sa.String(length=320), nullable=True),
+        sa.Column('number', sa.Integer(), nullable=True),
+        sa.Column('result', sa.Text(), nullable=True),
+        sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint('id', name='pk_send_orders'),
+    )
+    op.create_index('ix_send_orders_state', 'send_orders', ['state', 'run_at'])
     _search_upgrade()
 
 
@@ -49,6 +63,7 @@ def _search_upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table('send_orders')
     op.drop_table('queue_item_events')
     with op.batch_alter_table('queue_items') as batch:
         batch.drop_column('summary_markdown')

@@ -365,6 +365,32 @@ def pin(ctx: Context, item_id: int, pinned: bool = True, by: str | None = None) 
             log_event(conn, item_id, by, "pinned", {"pinned": pinned})
 
 
+def step(ctx: Context, item_id: int, delta: int, by: str | None = None) -> None:
+    """Move an approved item `delta` places among the approved ones (the issue's order of
+    editor picks); pinned items lead, so an item does not cross into the other group."""
+    with ctx.engine.begin() as conn:
+        row = _get(conn, item_id)
+        if row.state != "approved":
+            raise StateError(f"item {item_id} is {row.state}: only approved items have a place")
+        order = conn.execute(select(queue_items.c.id, queue_items.c.pinned, queue_items.c.state)
+                             .where(queue_items.c.state.in_(("queued", "approved")))
+                             .order_by(queue_items.c.pinned.desc(), queue_items.c.position,
+                                       queue_items.c.id)).all()
+        approved = [r for r in order if r.state == "approved"]
+        i = next(n for n, r in enumerate(approved) if r.id == item_id)
+        j = i + delta
+        if not 0 <= j < len(approved):
+            return  # first or last already
+        if approved[j].pinned != row.pinned:
+            raise StateError("pinned items lead the issue: pin or unpin it to cross that line")
+        ids = [r.id for r in order]
+        a, b = ids.index(item_id), ids.index(approved[j].id)
+        ids[a], ids[b] = ids[b], ids[a]
+        for pos, qid in enumerate(ids, start=1):
+            conn.execute(update(queue_items).where(queue_items.c.id == qid).values(position=pos))
+        log_event(conn, item_id, by, "moved", {"position": j + 1})
+
+
 def move(ctx: Context, item_id: int, position: int, by: str | None = None) -> None:
     """Put an item at 1-based `position` among the open items; the others shift."""
     with ctx.engine.begin() as conn:

@@ -38,7 +38,8 @@ JOBSTORE_TABLE = "apscheduler_jobs"
 DESCRIPTIONS = {
     "collect": "fetch every enabled feed",
     "weekly": "build, check and send this week's issue",
-    "dispatch": "resume interrupted sends, send approved drafts, apply review deadlines",
+    "dispatch": "run due send orders, resume interrupted sends, send approved drafts, "
+                "apply review deadlines",
     "maintenance": "expire unconfirmed sign-ups, purge old webhook events",
 }
 JOB_IDS = tuple(DESCRIPTIONS)
@@ -292,13 +293,13 @@ def bind(ctx: Context, stop: threading.Event) -> Runtime:
 
 
 def body_for(job: str, ctx: Context, stop: threading.Event) -> Callable[[], JobResult]:
-    from pipeline.curate import review
+    from pipeline.jobs import send_orders
     from subscribers import maintenance
 
     bodies: dict[str, Callable[[], JobResult]] = {
         "collect": lambda: _collect(ctx),
         "weekly": lambda: _weekly(ctx, stop),
-        "dispatch": lambda: review.dispatch(ctx, stop=stop),
+        "dispatch": lambda: send_orders.dispatch(ctx, stop=stop),  # due send orders, then review
         "maintenance": lambda: maintenance.run_maintenance(ctx),
     }
     return bodies[job]
