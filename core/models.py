@@ -158,6 +158,7 @@ send_orders = Table(
     Column("run_at", TS, nullable=False),
     Column("state", String(10), nullable=False),  # pending | running | done | failed | cancelled
     Column("requested_by", String(320)),
+    Column("force", Boolean, nullable=False, default=False),  # an admin's: despite failed checks
     Column("number", Integer),  # the issue it built and sent
     Column("result", Text),
     Column("created_at", TS, nullable=False),

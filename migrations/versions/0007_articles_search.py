@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column('run_at', sa.DateTime(timezone=True), nullable=False),
         sa.Column('state', sa.String(length=10), nullable=False),
         sa.Column('requested_by', sa.String(length=320), nullable=True),
+        sa.Column('force', sa.Boolean(), nullable=False),
         sa.Column('number', sa.Integer(), nullable=True),
         sa.Column('result', sa.Text(), nullable=True),
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),

@@ -5,8 +5,8 @@ An order is a row, so it survives restarts and every process sees it: the web ap
 order that is due (a "send at", or a "send now" whose web process died). Claiming is one
 UPDATE ... WHERE state = 'pending', so two processes never run one order.
 
-Running an order is what the weekly job does without collecting: build (or reuse) this
-period's issue, released by the editor who ordered it, check it, send it.
+Running an order is what the weekly job does without collecting: check the composition,
+build (or reuse) this period's issue, released by the editor who ordered it, send it.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from sqlalchemy import insert, select, update
 
 from core.context import Context
 from core.db import utcnow
-from core.errors import KpdigestError, NotFound, StateError
+from core.errors import CheckFailed, KpdigestError, NotFound, StateError
 from core.models import issues, send_orders
 from core.states import IssueStatus, OrderState
 from pipeline.compose.check import ensure_sendable
+from pipeline.compose.composer import compose_next
 from pipeline.compose.issues import build_issue
 from pipeline.curate.review import SEND_LOCK
 from pipeline.curate.review import dispatch as review_dispatch
@@ -33,14 +34,17 @@ from pipeline.jobs.registry import JobResult
 log = logging.getLogger(__name__)
 
 
-def order_send(ctx: Context, by: str | None, at: datetime | None = None) -> int:
-    """Record an order to send the next issue at `at` (None: now); returns its id."""
+def order_send(ctx: Context, by: str | None, at: datetime | None = None, *,
+               force: bool = False) -> int:
+    """Record an order to send the next issue at `at` (None: now); returns its id.
+    `force` sends despite failed pre-send checks (the desk allows it to admins only)."""
     now = utcnow()
     if at is not None and at.tzinfo is None:
         raise ValueError("order_send needs an aware datetime")
     with ctx.engine.begin() as conn:
         return int(conn.execute(insert(send_orders).values(
-            run_at=at or now, state=OrderState.PENDING, requested_by=by, created_at=now))
+            run_at=at or now, state=OrderState.PENDING, requested_by=by, force=force,
+            created_at=now))
             .inserted_primary_key[0])
 
 
@@ -94,6 +98,8 @@ def run_order(ctx: Context, order_id: int, stop: threading.Event | None = None) 
     order = get_order(ctx, order_id)
     number = None
     try:
+        if not order.force:
+            _check_first(ctx)
         built = build_issue(ctx, review=False)
         number = built.number
         if built.status == IssueStatus.SKIPPED:
@@ -101,8 +107,8 @@ def run_order(ctx: Context, order_id: int, stop: threading.Event | None = None) 
         if built.status in (IssueStatus.SENT, IssueStatus.CANCELLED, IssueStatus.DRAFT):
             raise StateError(f"this week's issue #{built.number} is {built.status} already")
         _release(ctx, built.issue_id or 0, order.requested_by)
-        if built.status != IssueStatus.SENDING:
-            ensure_sendable(ctx, built.number or 0)
+        if not built.created and built.status != IssueStatus.SENDING and not order.force:
+            ensure_sendable(ctx, built.number or 0)  # built before, by the weekly job
         with SEND_LOCK:
             sent = send_issue(ctx, built.number or 0, stop=stop, force=True)
     except KpdigestError as exc:
@@ -116,6 +122,15 @@ def run_order(ctx: Context, order_id: int, stop: threading.Event | None = None) 
               f"{c['unknown']} unknown, {c['queued']} queued")
     _finish(ctx, order_id, OrderState.DONE, result, built.number)
     return result
+
+
+def _check_first(ctx: Context) -> None:
+    """The pre-send check on the composition about to be frozen, before freezing it: a
+    failed check leaves nothing built, so the composer still shows the issue to fix."""
+    comp = compose_next(ctx, spam=True)
+    if comp.checks is not None and not comp.checks.ok:
+        raise CheckFailed(f"issue #{comp.number} fails its checks: "
+                          + "; ".join(comp.checks.problems))
 
 
 def _release(ctx: Context, issue_id: int, by: str | None) -> None:
