@@ -61,6 +61,23 @@ def topic_names(slugs: Any) -> str:
     return ", ".join(topics[s].label if s in topics else s for s in items if s) or "every topic"
 
 
+@bp.app_template_filter("readable")
+def readable(detail: Any) -> str:
+    """An event's details as words ("reason: bounced; topics: Keratosis pilaris"), not JSON."""
+    if not isinstance(detail, dict):
+        return "" if detail is None else str(detail)
+    parts = []
+    for key, value in detail.items():
+        if key == "topics":
+            value = topic_names(value)
+        elif isinstance(value, list | tuple):
+            value = ", ".join(map(str, value))
+        elif isinstance(value, dict):
+            value = readable(value)
+        parts.append(f"{str(key).replace('_', ' ')}: {value}")
+    return "; ".join(parts)
+
+
 def _dashboard_data() -> dict[str, Any]:
     from pipeline.collect.feeds import feed_health
     from pipeline.compose.issues import delivery_counts, get_issue
@@ -319,8 +336,9 @@ def review_approve(number: int) -> BaseResponse:
     except KpdigestError as exc:
         flash(f"Issue #{number} was not approved: {exc}", "error")
     else:
-        flash(f"Issue #{number} approved{' despite failed checks' if force else ''}; "
-              "the next dispatch sends it.", "ok")
+        flash(f"Issue #{number} approved{' despite failed checks' if force else ''}. The "
+              "scheduler's next dispatch sends it if the scheduler runs; to send it at once, "
+              "use Send now on the Next issue page.", "ok")
     return _redirect_back(url_for("desk.dashboard"))
 
 

@@ -21,10 +21,16 @@ from core.context import Context
 from core.db import utcnow
 from core.errors import InvalidInput
 from core.models import issues, lists, subscriptions
-from core.states import SubscriptionStatus
+from core.states import IssueStatus, SubscriptionStatus
 from pipeline.compose.check import CheckReport, check_variant, sample_recipient
 from pipeline.compose.check import _spam as spam_check  # `issue check`'s SpamAssassin step
-from pipeline.compose.issues import archive_html, make_subject, variant_articles, web_url
+from pipeline.compose.issues import (
+    archive_html,
+    make_subject,
+    period_for,
+    variant_articles,
+    web_url,
+)
 from pipeline.compose.message import clean_header, confirmation_message
 from pipeline.compose.personalize import Personalizer, new_key
 from pipeline.compose.prepare import PreparedVariant
@@ -54,6 +60,7 @@ class Composition:
     variants: list[Variant]
     skip_reason: str | None  # set when build_issue would skip the issue now
     checks: CheckReport | None = None
+    built: Any = None  # this period's issue when it exists already: Send now sends that one
 
 
 def variant_name(cfg: Config, variant: str) -> str:
@@ -94,10 +101,18 @@ def compose_next(ctx: Context, now: datetime | None = None, *, checks: bool = Tr
         variants.append(Variant(variant, variant_name(cfg, variant), readers, r, key,
                                 [a["title"] for a in chosen]))
     comp = Composition(number, subject, sel, variants,
-                       None if sel.enough(cfg) else sel.reason(cfg))
+                       None if sel.enough(cfg) else sel.reason(cfg), built=this_period(ctx, now))
     if checks:
         comp.checks = _check(cfg, comp, spam)
     return comp
+
+
+def this_period(ctx: Context, now: datetime) -> Any:
+    """This period's issue of the default list, unless skipped (None when not built)."""
+    with ctx.engine.connect() as conn:
+        return conn.execute(select(issues).join(lists, lists.c.id == issues.c.list_id).where(
+            lists.c.slug == DEFAULT_LIST, issues.c.period == period_for(now, ctx.config),
+            issues.c.status != IssueStatus.SKIPPED)).first()
 
 
 def _prepared(cfg: Config, comp: Composition, v: Variant) -> PreparedVariant:

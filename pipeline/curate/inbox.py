@@ -200,7 +200,7 @@ def list_articles(ctx: Context, filters: Filters | None = None,
     with ctx.engine.connect() as conn:
         rows = conn.execute(_filtered(conn, cfg, f).limit(PAGE_SIZE + 1)
                             .offset((f.page - 1) * PAGE_SIZE)).all()
-        sel = select_articles(conn, cfg, now)
+        sel = select_articles(conn, cfg, now, verdicts_only=True)
         stories = _stories(conn, [r.story_id or r.id for r in rows[:PAGE_SIZE]])
     entries = [_entry(r, sel, cfg, now, stories) for r in rows[:PAGE_SIZE]]
     warning = None if sel.enough(cfg) else f"The next issue would be skipped: {sel.reason(cfg)}."
@@ -246,7 +246,7 @@ def show_article(ctx: Context, article_id: int, now: datetime | None = None) -> 
             raise NotFound(f"no article {article_id}")
         summary = conn.execute(select(articles.c.summary_html)
                                .where(articles.c.id == article_id)).scalar_one()
-        sel = select_articles(conn, cfg, now)
+        sel = select_articles(conn, cfg, now, verdicts_only=True)
         stories = _stories(conn, [row.story_id or row.id])
     entry = _entry(row, sel, cfg, now, stories)
     entry.keywords = keyword_hits(f"{row.title}\n{html_to_text(summary)}", cfg.topics)

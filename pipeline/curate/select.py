@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import and_, exists, or_, select
@@ -35,6 +36,7 @@ class Selection:
         return f"{len(self.picked)} new items, {cfg.selection.min_items} needed"
 
 
+@lru_cache(maxsize=1)
 def _used_story_clause() -> Any:
     """An article whose story (near-duplicate group) was in an earlier issue is not new."""
     used = articles.alias("used")
@@ -46,6 +48,7 @@ def _used_story_clause() -> Any:
     )
 
 
+@lru_cache(maxsize=1)
 def _rejected_story_clause() -> Any:
     """A story an editor rejected stays out, whichever copy of it a feed brings."""
     rejected = articles.alias("rejected")
@@ -59,16 +62,23 @@ def _cutoff(cfg: Config, now: datetime) -> datetime:
     return now - timedelta(days=cfg.selection.max_age_days)
 
 
-def select_articles(conn: Connection, cfg: Config, now: datetime) -> Selection:
+# What the walk itself reads: the inbox, which needs only the verdicts, asks for just these.
+WALK_COLUMNS = ("id", "story_id", "source", "score", "title", "topics", "published_at")
+
+
+def select_articles(conn: Connection, cfg: Config, now: datetime, *,
+                    verdicts_only: bool = False) -> Selection:
     """Approved editor items first, in editor order (pinned, then position); then the
     best-scoring new feed stories (relevance >= selection.min_score, not older than
     max_age_days, no story already in an earlier issue), at most `per_source` per source,
-    each near-duplicate group once, up to `max_items`."""
+    each near-duplicate group once, up to `max_items`. `verdicts_only` reads fewer columns
+    (the picks lack the summaries then); the walk is the same."""
     sel = Selection()
+    cols = [articles.c[k] for k in WALK_COLUMNS] if verdicts_only else [articles]
     seen_stories: dict[int, int] = {}  # story -> the picked article
     max_items = cfg.selection.max_items
     editor_rows = conn.execute(
-        select(articles, queue_items.c.id.label("queue_id"), queue_items.c.section)
+        select(*cols, queue_items.c.id.label("queue_id"), queue_items.c.section)
         .join(queue_items, queue_items.c.article_id == articles.c.id)
         .where(queue_items.c.state == QueueState.APPROVED)
         .order_by(queue_items.c.pinned.desc(), queue_items.c.position, queue_items.c.id)
@@ -82,7 +92,7 @@ def select_articles(conn: Connection, cfg: Config, now: datetime) -> Selection:
         seen_stories.setdefault(row["story_id"] or row["id"], row["id"])
     cutoff = _cutoff(cfg, now)
     candidates = conn.execute(
-        select(articles)
+        select(*cols)
         .where(articles.c.origin == Origin.FEED, articles.c.score >= cfg.selection.min_score,
                or_(articles.c.published_at >= cutoff,
                    and_(articles.c.published_at.is_(None), articles.c.created_at >= cutoff)),

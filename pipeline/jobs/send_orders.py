@@ -24,7 +24,7 @@ from core.errors import CheckFailed, KpdigestError, NotFound, StateError
 from core.models import issues, send_orders
 from core.states import IssueStatus, OrderState
 from pipeline.compose.check import ensure_sendable
-from pipeline.compose.composer import compose_next
+from pipeline.compose.composer import compose_next, this_period
 from pipeline.compose.issues import build_issue
 from pipeline.curate.review import SEND_LOCK
 from pipeline.curate.review import dispatch as review_dispatch
@@ -98,7 +98,7 @@ def run_order(ctx: Context, order_id: int, stop: threading.Event | None = None) 
     order = get_order(ctx, order_id)
     number = None
     try:
-        if not order.force:
+        if not order.force and this_period(ctx, utcnow()) is None:  # else: checked as built
             _check_first(ctx)
         built = build_issue(ctx, review=False)
         number = built.number

@@ -1,0 +1,157 @@
+"""The editors' inbox with 100,000 collected articles (issue 16): the first page, full-text
+searches, and what keeping the search index costs the collector's insert path.
+
+    python -m benchmarks.bench_inbox [ARTICLES]
+
+SQLite always; PostgreSQL too when KPDIGEST_BENCH_DATABASE_URL is set (a scratch schema is
+made and dropped). The articles go in through `store_feed_articles`, the collector's own
+insert path, in transactions of 50 (a feed's worth): once with the search index kept and
+once without it (SQLite: no FTS5 table and the hook off; PostgreSQL: no GIN index).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, text
+
+from benchmarks.bench_collect import article_text, vocabulary
+from benchmarks.bench_import import _pg_scratch
+from core.config import DEFAULT_CONFIG, load_config
+from core.context import Context
+from core.db import make_engine, migrate, utcnow
+from core.models import feeds
+from pipeline.collect import run as collect_run
+from pipeline.curate import inbox
+
+BATCH = 50
+FEEDS = 200
+
+
+def records(n: int, seed: int = 16) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    vocab = vocabulary(rng)
+    now = utcnow()
+    topics = [["kp"], ["skin"], ["kp", "skin"], []]
+    out = []
+    for i in range(n):
+        body = article_text(rng, vocab, 60)
+        title = " ".join(body.split()[:8]).capitalize()
+        out.append({"identity": f"bench:{seed}:{i}", "source": f"Source {i % FEEDS}", "title": title,
+                    "link": f"https://s{i % FEEDS}.example.com/{i}", "author": None,
+                    "published_at": now - timedelta(minutes=rng.randint(0, 60 * 24 * 60)),
+                    "summary_html": f"<p>{body}</p>", "excerpt": body[:300], "image_url": None,
+                    "image_alt": None, "tags": [], "topics": rng.choice(topics),
+                    "score": round(rng.paretovariate(1.5) - 1, 3), "content_hash": None,
+                    "minhash": None})
+    return out
+
+
+def load(ctx: Context, rows: list[dict[str, Any]]) -> float:
+    """Seconds to store `rows` through the collector's insert path, a feed's batch a time."""
+    with ctx.engine.begin() as conn:
+        ids = [int(conn.execute(insert(feeds).values(name=f"Feed {f}", url=f"https://f{f}.example/rss",
+                                                     topics=["kp"], created_at=utcnow()))
+                   .inserted_primary_key[0]) for f in range(FEEDS)]
+    start = time.perf_counter()
+    for b in range(0, len(rows), BATCH):
+        with ctx.engine.begin() as conn:
+            collect_run.store_feed_articles(conn, rows[b:b + BATCH], ids[(b // BATCH) % FEEDS], utcnow())
+    return time.perf_counter() - start
+
+
+def timed(fn: Callable[[], Any], repeat: int = 7) -> tuple[float, Any]:
+    """Median milliseconds of `repeat` calls after one warm-up call; the last result."""
+    result = fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times), result
+
+
+def drop_index(ctx: Context) -> None:
+    with ctx.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("DROP INDEX ix_articles_search"))
+        else:
+            conn.execute(text("DROP TABLE articles_fts"))
+
+
+def context(url: str, tmp: Path) -> Context:
+    os.environ["KPDIGEST_DATABASE_URL"] = url
+    ctx = Context(load_config(DEFAULT_CONFIG))
+    migrate(ctx.engine)
+    return ctx
+
+
+def bench(name: str, url_for: Callable[[str], str], rows: list[dict[str, Any]], tmp: Path) -> None:
+    plain = context(url_for("plain"), tmp)
+    drop_index(plain)
+    hook = collect_run.index_articles
+    collect_run.index_articles = lambda *_a: None  # the hook off: nothing to keep in step
+    try:
+        without = load(plain, rows)
+    finally:
+        collect_run.index_articles = hook
+    plain.close()
+    ctx = context(url_for("indexed"), tmp)
+    with_index = load(ctx, rows)
+    if ctx.engine.dialect.name == "postgresql":
+        with ctx.engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+    print(f"{name}: stored {len(rows):,} articles in {with_index:.1f} s with the search index, "
+          f"{without:.1f} s without: {100 * (with_index / without - 1):+.1f} %")
+    word = rows[0]["excerpt"].split()[3]
+    cases = {
+        "first page, best score": inbox.Filters(),
+        "first page, newest": inbox.Filters(sort="date"),
+        "first page, state new": inbox.Filters(state=inbox.ArticleState.NEW),
+        "first page, topic skin": inbox.Filters(topic="skin"),
+        f"search '{word}' (common)": inbox.Filters(query=word),
+        "search 'urea' + 'kerato...' (rare, two words)": inbox.Filters(query="urea keratosis"),
+        "search, no match": inbox.Filters(query="zzzqqq"),
+    }
+    for label, f in cases.items():
+        ms, page = timed(lambda f=f: inbox.list_articles(ctx, f))
+        print(f"  {label:<48} {ms:7.1f} ms  ({len(page.entries)} shown)")
+    ctx.close()
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 100_000
+    os.environ.setdefault("KPDIGEST_SECRET_KEY", "bench")
+    rows = records(n)
+    print(f"load average {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        bench("sqlite", lambda tag: f"sqlite:///{tmp / f'{tag}.db'}", rows, tmp)
+        pg = os.environ.get("KPDIGEST_BENCH_DATABASE_URL")
+        if pg:
+            schemas: list[str] = []
+
+            def pg_url(_tag: str) -> str:
+                schema, url = _pg_scratch(pg)
+                schemas.append(schema)
+                return url
+
+            try:
+                bench("postgresql", pg_url, rows, tmp)
+            finally:
+                with make_engine(pg).begin() as conn:
+                    for schema in schemas:
+                        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+
+
+if __name__ == "__main__":
+    main()
