@@ -39,7 +39,7 @@ class Brand:
     name: str = ""  # empty: site.name
     logo: str = ""  # an https URL, or a path under web/static (served at /static/...)
     accent: str = "#8a3f4b"  # headings and buttons; text on it is white
-    background: str = "#f7f1ec"
+    background: str = "#f4efe9"
     font: str = "Arial, Helvetica, sans-serif"
 
 

@@ -199,6 +199,7 @@ def _context(cfg: Config, *, number: int, date: datetime, subject: str, intro: s
     local = date.astimezone(ZoneInfo(cfg.schedule.timezone)) if date.tzinfo else date
     return {
         "site": cfg.site,
+        "brand": cfg.brand,
         "sender": cfg.sender,
         "issue": {"number": number, "date": local, "subject": defuse(subject, key),
                   "intro": defuse(intro or "", key), "web_url": web_url},
