@@ -2,6 +2,7 @@
 searches, and what keeping the search index costs the collector's insert path.
 
     python -m benchmarks.bench_inbox [ARTICLES]
+    python -m benchmarks.bench_inbox collect     # a whole collection, search hook on and off
 
 SQLite always; PostgreSQL too when KPDIGEST_BENCH_DATABASE_URL is set (a scratch schema is
 made and dropped). The articles go in through `store_feed_articles`, the collector's own
@@ -128,7 +129,31 @@ def bench(name: str, url_for: Callable[[str], str], rows: list[dict[str, Any]], 
     ctx.close()
 
 
+def collect_overhead(runs: int = 3) -> None:
+    """A whole first collect (bench_collect: 200 feeds x 50 entries, fetch, parse, store,
+    group) with the search hook on and off, alternating: the slowdown a collection sees."""
+    from benchmarks.bench_collect import run as collect_bench
+
+    hook = collect_run.index_articles
+    times: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        for _ in range(runs):
+            for on in (True, False):
+                collect_run.index_articles = hook if on else (lambda *_a: None)
+                times[on].append(collect_bench(200, 50, 0.05)["first"])
+    finally:
+        collect_run.index_articles = hook
+    on, off = statistics.median(times[True]), statistics.median(times[False])
+    print(f"collect 200 feeds x 50 entries, first run, median of {runs}: {on:.2f} s with the "
+          f"search hook, {off:.2f} s without: {100 * (on / off - 1):+.1f} % "
+          f"(with: {', '.join(f'{t:.2f}' for t in times[True])}; "
+          f"without: {', '.join(f'{t:.2f}' for t in times[False])})")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["collect"]:
+        collect_overhead()
+        return
     n = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 100_000
     os.environ.setdefault("KPDIGEST_SECRET_KEY", "bench")
     rows = records(n)

@@ -294,6 +294,9 @@ def test_composer_warns_of_a_skip_names_variants_and_reorders(ctx, client):
     assert [t.split(" on ")[0] for t in ARTICLE_TITLE.findall(preview)] == \
         ["Tip three", "Tip one", "Tip two"]
     assert client.get("/desk/compose/preview?variant=nope").status_code == 400
+    dark = client.get("/desk/compose/preview?variant=kp&scheme=dark").get_data(as_text=True)
+    assert "@media all" in dark and "prefers-color-scheme: dark" not in dark
+    assert "prefers-color-scheme: dark" in preview
     assert one and two
 
 

@@ -125,10 +125,8 @@ def articles() -> tuple[str, int] | str:
 
 
 def _articles_page(page: inbox.Page) -> str:
-    from pipeline.collect.feeds import feed_health
-
     return render_template("desk/articles.html", page=page, f=page.filters, args=request.args,
-                           topics=ctx().config.topics, feeds=feed_health(ctx()),
+                           topics=ctx().config.topics, feeds=inbox.feed_names(ctx()),
                            states=list(inbox.ArticleState), here=request.full_path)
 
 
@@ -379,8 +377,9 @@ def compose() -> str:
 def compose_preview() -> Response:
     from pipeline.compose.composer import variant_html
 
-    return Response(variant_html(ctx(), request.args.get("variant", "")), mimetype="text/html",
-                    headers=PREVIEW_HEADERS)
+    html = variant_html(ctx(), request.args.get("variant", ""),
+                        dark=request.args.get("scheme") == "dark")
+    return Response(html, mimetype="text/html", headers=PREVIEW_HEADERS)
 
 
 def _to_compose(message: str, category: str = "ok") -> BaseResponse:

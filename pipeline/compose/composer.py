@@ -134,13 +134,24 @@ def _check(cfg: Config, comp: Composition, spam: bool) -> CheckReport:
     return report
 
 
-def variant_html(ctx: Context, variant: str) -> str:
-    """One variant of the next issue as a browser shows it (generic links)."""
-    comp = compose_next(ctx, checks=False)
-    for v in comp.variants:
-        if v.variant == variant:
-            return archive_html(ctx.config, v.rendered, v.key)
-    raise InvalidInput(f"no reader gets the topic set {variant!r}")
+DARK_QUERY = "@media (prefers-color-scheme: dark)"
+
+
+def variant_html(ctx: Context, variant: str, *, dark: bool = False) -> str:
+    """One variant of the next issue as a browser shows it (generic links); `dark` applies
+    the template's own dark-mode rules, as a mail client in dark mode would."""
+    if variant not in _audiences(ctx):
+        raise InvalidInput(f"no reader gets the topic set {variant!r}")
+    cfg, now = ctx.config, utcnow()
+    with ctx.engine.connect() as conn:
+        sel = select_articles(conn, cfg, now)
+        number = (conn.execute(select(func.max(issues.c.number))).scalar() or 0) + 1
+    key = new_key()
+    r = render_issue(cfg, number=number, date=now, subject=make_subject(cfg, number, sel.picked, now),
+                     intro=cfg.digest.intro, articles=variant_articles(sel.picked, variant), key=key,
+                     web_url=web_url(cfg, number))
+    html = archive_html(cfg, r, key)
+    return html.replace(DARK_QUERY, "@media all") if dark else html
 
 
 def parse_addresses(text: str) -> list[str]:

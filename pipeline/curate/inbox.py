@@ -207,6 +207,12 @@ def list_articles(ctx: Context, filters: Filters | None = None,
     return Page(entries, f, len(rows) > PAGE_SIZE, warning, len(sel.picked))
 
 
+def feed_names(ctx: Context) -> list[Any]:
+    """(id, name) of every feed, for the feed filter (no article counts: that is a scan)."""
+    with ctx.engine.connect() as conn:
+        return conn.execute(select(feeds.c.id, feeds.c.name).order_by(feeds.c.name)).all()
+
+
 def _stories(conn: Connection, story_ids: list[int]) -> dict[int, list[tuple[str, int]]]:
     """Per story: (feed or source, copies) pairs, bounded by the number of distinct feeds."""
     if not story_ids:
