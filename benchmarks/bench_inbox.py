@@ -6,8 +6,10 @@ searches, and what keeping the search index costs the collector's insert path.
 
 SQLite always; PostgreSQL too when KPDIGEST_BENCH_DATABASE_URL is set (a scratch schema is
 made and dropped). The articles go in through `store_feed_articles`, the collector's own
-insert path, in transactions of 50 (a feed's worth): once with the search index kept and
-once without it (SQLite: no FTS5 table and the hook off; PostgreSQL: no GIN index).
+insert path, in transactions of 50 (a feed's worth): the first 20,000 with the
+search index kept and without it (SQLite: no FTS5 table and the hook off; PostgreSQL: no
+GIN index), three rounds alternating; then all of them (transactions of 1,000) for the
+inbox's queries.
 """
 
 from __future__ import annotations
@@ -57,16 +59,16 @@ def records(n: int, seed: int = 16) -> list[dict[str, Any]]:
     return out
 
 
-def load(ctx: Context, rows: list[dict[str, Any]]) -> float:
-    """Seconds to store `rows` through the collector's insert path, a feed's batch a time."""
+def load(ctx: Context, rows: list[dict[str, Any]], batch: int = BATCH) -> float:
+    """Seconds to store `rows` through the collector's insert path, `batch` a transaction."""
     with ctx.engine.begin() as conn:
         ids = [int(conn.execute(insert(feeds).values(name=f"Feed {f}", url=f"https://f{f}.example/rss",
                                                      topics=["kp"], created_at=utcnow()))
                    .inserted_primary_key[0]) for f in range(FEEDS)]
     start = time.perf_counter()
-    for b in range(0, len(rows), BATCH):
+    for b in range(0, len(rows), batch):
         with ctx.engine.begin() as conn:
-            collect_run.store_feed_articles(conn, rows[b:b + BATCH], ids[(b // BATCH) % FEEDS], utcnow())
+            collect_run.store_feed_articles(conn, rows[b:b + batch], ids[(b // batch) % FEEDS], utcnow())
     return time.perf_counter() - start
 
 
@@ -96,23 +98,38 @@ def context(url: str, tmp: Path) -> Context:
     return ctx
 
 
-def bench(name: str, url_for: Callable[[str], str], rows: list[dict[str, Any]], tmp: Path) -> None:
-    plain = context(url_for("plain"), tmp)
-    drop_index(plain)
+def store_cost(url_for: Callable[[str], str], rows: list[dict[str, Any]], tmp: Path,
+               rounds: int = 3) -> tuple[list[float], list[float]]:
+    """Storing `rows` (transactions of 50, a feed's worth) with the index and without it,
+    alternating, each into a fresh database: (with, without) seconds per round."""
     hook = collect_run.index_articles
-    collect_run.index_articles = lambda *_a: None  # the hook off: nothing to keep in step
-    try:
-        without = load(plain, rows)
-    finally:
-        collect_run.index_articles = hook
-    plain.close()
+    on: list[float] = []
+    off: list[float] = []
+    for r in range(rounds):
+        for indexed in (True, False):
+            ctx = context(url_for(f"store{r}{indexed}"), tmp)
+            if not indexed:
+                drop_index(ctx)
+                collect_run.index_articles = lambda *_a: None  # nothing to keep in step
+            try:
+                (on if indexed else off).append(load(ctx, rows))
+            finally:
+                collect_run.index_articles = hook
+                ctx.close()
+    return on, off
+
+
+def bench(name: str, url_for: Callable[[str], str], rows: list[dict[str, Any]], tmp: Path,
+          store_rows: int) -> None:
+    on, off = store_cost(url_for, rows[:store_rows], tmp)
+    print(f"{name}: storing {store_rows:,} articles, 3 alternating rounds: with the search index "
+          f"{', '.join(f'{t:.1f}' for t in on)} s, without {', '.join(f'{t:.1f}' for t in off)} s:"
+          f" {100 * (statistics.median(on) / statistics.median(off) - 1):+.1f} % (medians)")
     ctx = context(url_for("indexed"), tmp)
-    with_index = load(ctx, rows)
+    load(ctx, rows, batch=1000)
     if ctx.engine.dialect.name == "postgresql":
         with ctx.engine.begin() as conn:
             conn.execute(text("ANALYZE"))
-    print(f"{name}: stored {len(rows):,} articles in {with_index:.1f} s with the search index, "
-          f"{without:.1f} s without: {100 * (with_index / without - 1):+.1f} %")
     word = rows[0]["excerpt"].split()[3]
     cases = {
         "first page, best score": inbox.Filters(),
@@ -120,9 +137,10 @@ def bench(name: str, url_for: Callable[[str], str], rows: list[dict[str, Any]], 
         "first page, state new": inbox.Filters(state=inbox.ArticleState.NEW),
         "first page, topic skin": inbox.Filters(topic="skin"),
         f"search '{word}' (common)": inbox.Filters(query=word),
-        "search 'urea' + 'kerato...' (rare, two words)": inbox.Filters(query="urea keratosis"),
+        "search 'urea' + 'keratosis' (rare, two words)": inbox.Filters(query="urea keratosis"),
         "search, no match": inbox.Filters(query="zzzqqq"),
     }
+    print(f"  {len(rows):,} articles, median of 7 (load average {os.getloadavg()[0]:.1f}):")
     for label, f in cases.items():
         ms, page = timed(lambda f=f: inbox.list_articles(ctx, f))
         print(f"  {label:<48} {ms:7.1f} ms  ({len(page.entries)} shown)")
@@ -160,7 +178,8 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        bench("sqlite", lambda tag: f"sqlite:///{tmp / f'{tag}.db'}", rows, tmp)
+        store_rows = min(n, 20_000)
+        bench("sqlite", lambda tag: f"sqlite:///{tmp / f'{tag}.db'}", rows, tmp, store_rows)
         pg = os.environ.get("KPDIGEST_BENCH_DATABASE_URL")
         if pg:
             schemas: list[str] = []
@@ -171,7 +190,7 @@ def main() -> None:
                 return url
 
             try:
-                bench("postgresql", pg_url, rows, tmp)
+                bench("postgresql", pg_url, rows, tmp, store_rows)
             finally:
                 with make_engine(pg).begin() as conn:
                     for schema in schemas:

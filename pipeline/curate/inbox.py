@@ -170,14 +170,20 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def _filtered(conn: Connection, cfg: Config, f: Filters) -> Any:
-    query, flags = _base_query(cfg)
+def _page_ids(conn: Connection, cfg: Config, f: Filters) -> list[int]:
+    """The ids of one page (and one more, to know whether a next page exists): a query over
+    `articles` with only what the filters need, so that the per-row story flags and joins
+    of the page's rows are computed for those rows alone, never for every match."""
+    query = select(articles.c.id)
+    if f.state is not None:
+        flags = story_flags()
+        query = query.select_from(articles.outerjoin(
+            queue_items, queue_items.c.article_id == articles.c.id)) \
+            .where(_state_clauses(cfg, flags)[f.state])
     if f.topic:
         query = query.where(cast(articles.c.topics, Text).like(f'%"{f.topic}"%'))
     if f.feed is not None:
         query = query.where(articles.c.feed_id == f.feed)
-    if f.state is not None:
-        query = query.where(_state_clauses(cfg, flags)[f.state])
     if f.since:
         query = query.where(articles.c.published_at >= _day_start(f.since))
     if f.until:
@@ -187,9 +193,10 @@ def _filtered(conn: Connection, cfg: Config, f: Filters) -> Any:
         if match is None:
             raise InvalidInput(f"search: {f.query!r} has no words to look for")
         query = query.where(match)
-    if f.sort == "date":
-        return query.order_by(articles.c.published_at.desc().nulls_last(), articles.c.id.desc())
-    return query.order_by(articles.c.score.desc(), articles.c.id.desc())
+    order = (articles.c.published_at.desc().nulls_last(), articles.c.id.desc()) \
+        if f.sort == "date" else (articles.c.score.desc(), articles.c.id.desc())
+    return list(conn.execute(query.order_by(*order).limit(PAGE_SIZE + 1)
+                             .offset((f.page - 1) * PAGE_SIZE)).scalars())
 
 
 def list_articles(ctx: Context, filters: Filters | None = None,
@@ -198,13 +205,15 @@ def list_articles(ctx: Context, filters: Filters | None = None,
     ctx.require_schema()
     cfg, f, now = ctx.config, filters or Filters(), now or utcnow()
     with ctx.engine.connect() as conn:
-        rows = conn.execute(_filtered(conn, cfg, f).limit(PAGE_SIZE + 1)
-                            .offset((f.page - 1) * PAGE_SIZE)).all()
+        ids = _page_ids(conn, cfg, f)
+        query, _flags = _base_query(cfg)
+        found = {r.id: r for r in conn.execute(query.where(articles.c.id.in_(ids[:PAGE_SIZE])))}
+        rows = [found[i] for i in ids if i in found]
         sel = select_articles(conn, cfg, now, verdicts_only=True)
         stories = _stories(conn, [r.story_id or r.id for r in rows[:PAGE_SIZE]])
     entries = [_entry(r, sel, cfg, now, stories) for r in rows[:PAGE_SIZE]]
     warning = None if sel.enough(cfg) else f"The next issue would be skipped: {sel.reason(cfg)}."
-    return Page(entries, f, len(rows) > PAGE_SIZE, warning, len(sel.picked))
+    return Page(entries, f, len(ids) > PAGE_SIZE, warning, len(sel.picked))
 
 
 def feed_names(ctx: Context) -> list[Any]:
