@@ -37,6 +37,17 @@ class Site:
 
 
 @dataclass
+class Brand:
+    """One look for the email, the public pages and the desk."""
+
+    name: str = ""  # empty: site.name
+    logo: str = ""  # an https URL, or a path under web/static (served at /static/...)
+    accent: str = "#8a3f4b"  # headings and buttons; text on it is white
+    background: str = "#f4efe9"
+    font: str = "Arial, Helvetica, sans-serif"
+
+
+@dataclass
 class Sender:
     from_name: str = "The Smooth Skin Digest"
     from_email: str = "digest@example.com"
@@ -245,6 +256,7 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 @dataclass
 class Config:
     site: Site = field(default_factory=Site)
+    brand: Brand = field(default_factory=Brand)
     sender: Sender = field(default_factory=Sender)
     database: Database = field(default_factory=Database)
     paths: Paths = field(default_factory=Paths)
@@ -365,7 +377,23 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+FONT_STACK = re.compile(r"^[\w ,'\"-]+$")
+
+
+def _validate_brand(brand: Brand) -> None:
+    for key in ("accent", "background"):
+        if not HEX_COLOUR.match(getattr(brand, key)):
+            raise ConfigError(f"brand.{key}: {getattr(brand, key)!r} is not a colour like #8a3f4b")
+    if not FONT_STACK.match(brand.font):
+        raise ConfigError(f"brand.font: {brand.font!r} is not a font list like \"Georgia, serif\"")
+    if brand.logo and (brand.logo.startswith(("http:", "javascript:", "data:", "//"))
+                       or ".." in brand.logo):
+        raise ConfigError(f"brand.logo: {brand.logo!r} must be an https URL or a static file name")
+
+
 def _validate(cfg: Config) -> None:
+    _validate_brand(cfg.brand)
     if cfg.transport.name not in TRANSPORTS:
         raise ConfigError(f"transport.name: {cfg.transport.name!r} is not one of {', '.join(TRANSPORTS)}")
     if cfg.schedule.day not in DAYS:

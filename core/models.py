@@ -32,6 +32,7 @@ from core.states import (
     DeliveryState,
     IssueStatus,
     JobOutcome,
+    OrderState,
     Origin,
     QueueState,
     Role,
@@ -123,6 +124,7 @@ articles = Table(
     Index("ix_articles_story", "story_id"),
     Index("ix_articles_published", "published_at"),
     Index("ix_articles_feed", "feed_id", "id"),  # a feed's latest identities, for the parser to skip
+    Index("ix_articles_score", "score", "id"),  # the inbox's and the selection's best first
 )
 
 # Articles not yet compared with the others for near-duplicates: grouping reads and empties
@@ -148,6 +150,37 @@ queue_items = Table(
     Column("issue_id", Integer, ForeignKey("issues.id", ondelete="SET NULL")),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    Column("summary_markdown", Text),  # the editor's Markdown of the summary, to edit again
+    Column("section", String(100)),  # a topic slug: the pick leads that section, not "Editor's picks"
+)
+
+# Who changed what on a queue item, and when: the item page's history.
+queue_item_events = Table(
+    "queue_item_events", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("item_id", Integer, ForeignKey("queue_items.id", ondelete="CASCADE"), nullable=False),
+    Column("actor", String(320)),
+    Column("action", String(20), nullable=False),  # added | edited | state | pinned | moved
+    Column("detail", JSON, nullable=False, default=dict),  # edited: {field: [old, new]}
+    Column("created_at", TS, nullable=False),
+    Index("ix_queue_item_events_item", "item_id", "id"),
+)
+
+# One-off sends an editor ordered from the composer: "send now" (run at once by the web app,
+# else by the scheduler's next dispatch) or "send at" a time (the scheduler runs it).
+send_orders = Table(
+    "send_orders", metadata,
+    CheckConstraint(check_constraint("state", OrderState), name="state"),
+    Column("id", Integer, primary_key=True),
+    Column("run_at", TS, nullable=False),
+    Column("state", String(10), nullable=False),  # pending | running | done | failed | cancelled
+    Column("requested_by", String(320)),
+    Column("force", Boolean, nullable=False, default=False),  # an admin's: despite failed checks
+    Column("number", Integer),  # the issue it built and sent
+    Column("result", Text),
+    Column("created_at", TS, nullable=False),
+    Column("finished_at", TS),
+    Index("ix_send_orders_state", "state", "run_at"),
 )
 
 lists = Table(

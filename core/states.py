@@ -127,3 +127,37 @@ def check_constraint(column: str, states: type[StrEnum]) -> str:
     """The SQL of a CHECK constraint that admits exactly the enum's values."""
     values = ", ".join(f"'{s.value}'" for s in states)
     return f"{column} IN ({values})"
+
+
+class Verdict(StrEnum):
+    """What the automatic selection does with an article now (`pipeline.curate.select`)."""
+
+    PICKED = "picked"
+    WAITING = "waiting for approval"  # an editor's own item, queued but not approved
+    REJECTED = "rejected by an editor"
+    CARRIED = "already carried"
+    BELOW_THRESHOLD = "below threshold"
+    TOO_OLD = "too old"
+    SAME_STORY = "same story as a pick"
+    SOURCE_CAP = "per-source cap"
+    ISSUE_FULL = "issue full"
+
+
+class ArticleState(StrEnum):
+    """An article's place in the editors' inbox (its filter)."""
+
+    NEW = "new"
+    QUEUED = "queued"
+    USED = "used"
+    REJECTED = "rejected"
+    BELOW_THRESHOLD = "below threshold"
+
+
+class OrderState(StrEnum):
+    """A one-off send order from the composer: pending -> running -> done | failed; cancelled."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"

@@ -12,6 +12,7 @@ import logging
 import click
 
 from kpdigest import (
+    articles,
     commands,
     doctor,
     feeds,
@@ -39,5 +40,5 @@ def main(click_ctx: click.Context, config_path: str | None, verbose: bool) -> No
     click_ctx.call_on_close(lambda: click_ctx.obj._ctx and click_ctx.obj._ctx.close())
 
 
-for _module in (commands, doctor, feeds, issue, queue, schedule, subscribers, transports, users):
+for _module in (articles, commands, doctor, feeds, issue, queue, schedule, subscribers, transports, users):
     _module.register(main)

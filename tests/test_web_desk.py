@@ -203,3 +203,135 @@ def test_admin_issue_progress_pause_resume_retry(ctx, client):
     assert client.get("/desk/issues/99").status_code == 404
     with ctx.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(subscribers)).scalar_one() == 1
+
+
+def test_articles_inbox_filters_searches_and_acts_in_one_click(ctx, client):
+    from tests.test_inbox import _record, _store
+
+    editor = login_as(client, ctx, "editor")
+    urea, weak = _store(ctx, [_record("Urea cream for keratosis pilaris", score=5,
+                                      excerpt="Urea softens the bumps"),
+                              _record("Lactic acid lotions compared", score=0.2)])
+    page = client.get("/desk/articles").get_data(as_text=True)
+    assert "Urea cream" in page and "Lactic acid" in page
+    assert "The next issue would be skipped: 1 new items, 3 needed." in page
+    assert "below threshold</span>: score 0.2 &lt; 1" in page and "Keratosis pilaris" in page
+    found = client.get("/desk/articles?q=bumps").get_data(as_text=True)
+    assert "Urea cream" in found and "Lactic acid" not in found
+    bad = client.get("/desk/articles?since=yesterday")
+    assert bad.status_code == 400 and "since: &#39;yesterday&#39; is not a date" in bad.get_data(as_text=True)
+    resp = _post(client, f"/desk/articles/{weak}/pin", back="/desk/articles?q=lactic")
+    assert resp.status_code == 302 and resp.headers["Location"] == "/desk/articles?q=lactic"
+    with ctx.engine.connect() as conn:
+        item = conn.execute(select(queue_items)).one()
+    assert (item.article_id, item.state, item.pinned, item.added_by) == (weak, "approved", True, editor)
+    shown = client.get(f"/desk/articles/{weak}").get_data(as_text=True)
+    assert "picked</span>: approved by an editor" in shown and ">Unpin<" in shown
+    assert f"/desk/articles/{weak}/queue" not in shown and f"/desk/queue/{item.id}" in shown
+    assert _post(client, f"/desk/articles/{urea}/explode").status_code == 404
+    assert "footer" not in page  # the desk has no public footer
+
+
+def test_queue_item_page_edits_previews_and_keeps_a_history(ctx, client):
+    editor = login_as(client, ctx, "editor")
+    item = add_markdown(ctx, "Pat, don't rub", "Pat skin **dry**.", added_by="cli")
+    page = client.get(f"/desk/queue/{item}").get_data(as_text=True)
+    assert "Pat skin **dry**." in page and 'name="section"' in page
+    preview = client.post(f"/desk/queue/{item}/preview",
+                          data={"csrf_token": csrf(client, "/desk/"), "title": "Pat gently",
+                                "markdown": "Use *lukewarm* water."})
+    body = preview.get_data(as_text=True)
+    assert preview.headers["X-Frame-Options"] == "SAMEORIGIN"
+    assert "Pat gently" in body and "<em>lukewarm</em>" in body and "Pat skin" not in body
+    with ctx.engine.connect() as conn:  # a preview saves nothing
+        assert conn.execute(select(queue_items.c.summary_markdown)).scalar_one() == "Pat skin **dry**."
+    _post(client, f"/desk/queue/{item}/save", title="Pat gently", markdown="Use *lukewarm* water.",
+          image="https://img.example.com/a.jpg", image_alt="A towel", link="https://example.com/pat",
+          section="kp", note="for week 2")
+    saved = client.get(f"/desk/queue/{item}/preview").get_data(as_text=True)
+    assert "<em>lukewarm</em>" in saved and 'alt="A towel"' in saved
+    heading = re.search(r'section-title"[^>]*>([^<]+)</h2>', saved)
+    assert heading and heading.group(1) == "Keratosis pilaris"  # its section, not "Editor's picks"
+    page = client.get(f"/desk/queue/{item}").get_data(as_text=True)
+    assert f"{editor} changed" in page and "title from “Pat, don&#39;t rub” to “Pat gently”" in page
+    assert "cli added it" in page and ("GMT" in page or "BST" in page)
+    bad = _post(client, f"/desk/queue/{item}/save", title="x", section="nope")
+    assert bad.status_code == 302
+    again = client.get(f"/desk/queue/{item}").get_data(as_text=True)
+    assert "section: &#39;nope&#39; is not a topic" in again
+
+
+ARTICLE_TITLE = re.compile(r'class="article-title"[^>]*>(?:<a [^>]*>)?([^<]+)')
+
+
+def _wait_for(predicate, what: str, deadline: float = 60.0):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_composer_warns_of_a_skip_names_variants_and_reorders(ctx, client):
+    login_as(client, ctx, "editor")
+    one = add_markdown(ctx, "Tip one on urea", "Urea.", approve=True)
+    two = add_markdown(ctx, "Tip two on lactic acid", "Lactic acid.", approve=True)
+    add_subscriber(ctx, "kp@example.com", topics=["kp"])
+    page = client.get("/desk/compose").get_data(as_text=True)
+    assert "This issue would be skipped:" in page and "2 new items, 3 needed" in page
+    assert "Keratosis pilaris" in page and "every topic" in page and "kp,skin" not in page
+    assert "No problems found." in page or "Problem:" in page
+    three = add_markdown(ctx, "Tip three on sunscreen", "SPF.", approve=True)
+    page = client.get("/desk/compose").get_data(as_text=True)
+    assert "would be skipped" not in page
+    _post(client, f"/desk/compose/step/{three}/up")
+    _post(client, f"/desk/compose/step/{three}/up")
+    order = re.findall(r"<li>(Tip \w+)", client.get("/desk/compose").get_data(as_text=True))
+    assert order == ["Tip three", "Tip one", "Tip two"], order
+    preview = client.get("/desk/compose/preview?variant=kp").get_data(as_text=True)
+    assert [t.split(" on ")[0] for t in ARTICLE_TITLE.findall(preview)] == \
+        ["Tip three", "Tip one", "Tip two"]
+    assert client.get("/desk/compose/preview?variant=nope").status_code == 400
+    dark = client.get("/desk/compose/preview?variant=kp&scheme=dark").get_data(as_text=True)
+    assert "@media all" in dark and "prefers-color-scheme: dark" not in dark
+    assert "prefers-color-scheme: dark" in preview
+    assert one and two
+
+
+def test_send_now_sends_the_issue_in_the_composed_order_and_test_sends(ctx, client):
+    editor = login_as(client, ctx, "editor")
+    new_mail = fresh_outbox(ctx)
+    tips = [add_markdown(ctx, f"Tip {n} on urea", "Urea.", approve=True) for n in ("A", "B", "C")]
+    add_subscriber(ctx, "reader@example.com")
+    _post(client, f"/desk/compose/step/{tips[2]}/up")
+    _post(client, f"/desk/compose/step/{tips[2]}/up")
+    resp = _post(client, "/desk/compose/test", addresses=f"{editor}, second@example.com",
+                 kind=["digest:", "confirm"])
+    assert resp.status_code == 302
+    tests = new_mail()
+    assert sorted((m["To"], m["Subject"].startswith("[Test]")) for m in tests) == [
+        (editor, True), (editor, True), ("second@example.com", True), ("second@example.com", True)]
+    _post(client, "/desk/compose/send-now")
+    (issue_mail,) = _wait_for(lambda: _issue_mails(ctx), "the issue in the outbox")
+    assert issue_mail["To"] == "reader@example.com"
+    html = issue_mail.get_body(("html",)).get_content()
+    assert ARTICLE_TITLE.findall(html) == ["Tip C on urea", "Tip A on urea", "Tip B on urea"]
+    page = _wait_for(lambda: (p := client.get("/desk/").get_data(as_text=True)) and
+                     "issue #1: 1 sent" in p and p, "the order's result on the dashboard")
+    assert f"done · by {editor}" in page
+    again = _post(client, "/desk/compose/send-now")  # this week's issue is sent already
+    assert again.status_code == 302
+    page = _wait_for(lambda: (p := client.get("/desk/compose").get_data(as_text=True)) and
+                     "failed" in p and p, "the second order's failure")
+    assert "is sent already" in page
+
+
+def _issue_mails(ctx):
+    import email as email_lib
+    import email.policy
+
+    folder = ctx.config.path("var/outbox")
+    return [email_lib.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+            for p in sorted(folder.glob("issue-*.eml"))] if folder.exists() else []

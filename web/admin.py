@@ -17,8 +17,15 @@ from core.addresses import normalize_email
 from core.db import utcnow
 from core.errors import InvalidInput, KpdigestError
 from core.models import events, lists, subscribers, subscriptions, suppressions
+from pipeline.compose.issues import list_issues
+from pipeline.deliver import control
+from pipeline.deliver.control import issue_progress
+from pipeline.deliver.doctor import run_doctor
+from pipeline.deliver.doctor.rates import sending_rates
 from subscribers import store
+from subscribers.csvio import export_rows
 from web import imports
+from web.desk import drafts
 from web.security import ctx, requires
 
 bp = Blueprint("admin", __name__, url_prefix="/desk")
@@ -172,8 +179,6 @@ def import_errors(job_id: str) -> Response:
 @requires("admin")
 def export() -> Response:
     """Streamed in keyset pages: memory stays flat for a million subscribers."""
-    from subscribers.csvio import export_rows
-
     context = ctx()  # the generator runs after the request context is gone
 
     def generate() -> Iterator[str]:
@@ -221,9 +226,6 @@ def suppressions_page() -> str | BaseResponse:
 @requires("admin")
 def deliverability() -> str:
     """`kpdigest doctor` as a page, with the sending domain's complaint and bounce rates."""
-    from pipeline.deliver.doctor import run_doctor
-    from pipeline.deliver.doctor.rates import sending_rates
-
     offline = bool(request.args.get("offline"))
     report = run_doctor(ctx().config, network=not offline)
     return render_template("desk/deliverability.html", report=report, offline=offline,
@@ -233,17 +235,12 @@ def deliverability() -> str:
 @bp.get("/issues")
 @requires("admin")
 def issues_page() -> str:
-    from pipeline.compose.issues import list_issues
-
     return render_template("desk/issues.html", rows=list_issues(ctx()))
 
 
 @bp.get("/issues/<int:number>")
 @requires("admin", "editor")  # editors see progress and review drafts; the actions are admins'
 def issue_page(number: int) -> str:
-    from pipeline.deliver.control import issue_progress
-    from web.desk import drafts
-
     progress = issue_progress(ctx(), number)
     with ctx().engine.connect() as conn:
         review = drafts(conn, number)
@@ -254,8 +251,6 @@ def issue_page(number: int) -> str:
 @bp.post("/issues/<int:number>/<action>")
 @requires("admin")
 def issue_action(number: int, action: str) -> BaseResponse:
-    from pipeline.deliver import control
-
     done: dict[str, Any] = {
         "pause": lambda: control.pause_issue(ctx(), number, f"paused by {g.user.email}"),
         "resume": lambda: control.resume_issue(ctx(), number),

@@ -4,14 +4,14 @@ The values are written out here, not imported: a migration is a snapshot, and a 
 state gets its own migration that replaces the constraint.
 
 Revision ID: 0014
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-07 22:00:00
 """
 from alembic import op
 
 
 revision = '0014'
-down_revision = '0006'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
@@ -31,6 +31,8 @@ CHECKS = {
     'articles': [('ck_articles_origin', 'origin', ('feed', 'editor'))],
     'issue_articles': [('ck_issue_articles_picked_by', 'picked_by', ('feed', 'editor'))],
     'users': [('ck_users_role', 'role', ('admin', 'editor'))],
+    'send_orders': [('ck_send_orders_state', 'state', (
+        'pending', 'running', 'done', 'failed', 'cancelled'))],
 }
 
 

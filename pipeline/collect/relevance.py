@@ -92,3 +92,17 @@ def score_text(text: str, topics: dict[str, Topic]) -> tuple[list[str], float]:
         found.append(slug)
         total += topic.weight * (1 + math.log(distinct)) * (1 + math.log(len(hits)))
     return found, round(total, 3)
+
+
+def keyword_hits(text: str, topics: dict[str, Topic]) -> dict[str, dict[str, int]]:
+    """Per topic, each keyword found in `text` and how often: the words that earned a score
+    (the editors' inbox shows them)."""
+    lowered = text.lower() if text.isascii() else None
+    found: dict[str, dict[str, int]] = {}
+    for slug, topic in topics.items():
+        counts: dict[str, int] = {}
+        for hit in _hits(text, lowered, tuple(topic.keywords)):
+            counts[hit] = counts.get(hit, 0) + 1
+        if counts:
+            found[slug] = counts
+    return found

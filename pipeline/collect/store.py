@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from core.db import utcnow
 from core.models import articles, articles_ungrouped
+from core.search import index_articles
 
 __all__ = ["has_ungrouped", "store_articles", "store_feed_articles"]
 
@@ -35,6 +36,8 @@ def store_articles(conn: Connection, records: list[dict[str, Any]], feed_id: int
     rows = _fresh_rows(conn, records, feed_id, origin, now)
     new_ids = sorted(aid for aid, _ in _insert_ignoring_duplicates(conn, rows))
     _list_ungrouped(conn, new_ids)
+    if new_ids:
+        index_articles(conn, new_ids[0], new_ids[-1])  # the full-text search's hook
     return len(records) - len(new_ids), new_ids
 
 
@@ -57,6 +60,7 @@ def store_feed_articles(conn: Connection, records: list[dict[str, Any]], feed_id
         if new:  # the ids a duplicate did not take
             conn.execute(articles_ungrouped.insert().from_select(
                 ["article_id"], select(articles.c.id).where(articles.c.id.between(ids[0], ids[-1]))))
+            index_articles(conn, ids[0], ids[-1])  # the full-text search's hook (FTS5)
     else:
         rows = _fresh_rows(conn, records, feed_id, "feed", now)
         ids = [aid for aid, _ in _insert_ignoring_duplicates(conn, rows)]

@@ -34,7 +34,7 @@ from core.models import (
     subscriptions,
     suppressions,
 )
-from core.states import DeliveryState
+from core.states import DeliveryState, QueueState
 from pipeline.compose.personalize import Personalizer, new_key
 from pipeline.compose.render import Rendered, render_issue
 from pipeline.curate.select import Selection, select_articles
@@ -242,6 +242,21 @@ def preview_next(ctx: Context, now: datetime | None = None) -> tuple[str, Select
                      intro=cfg.digest.intro, articles=sel.picked, key=key,
                      web_url=web_url(cfg, number))
     return archive_html(cfg, r, key), sel
+
+
+def return_editor_picks(conn: Connection, issue_id: int) -> int:
+    """A cancelled issue that reached nobody (no delivery sent, being sent or of unknown
+    outcome) gives its editor picks back: "approved" again, for the next issue. Returns
+    how many; an issue that reached someone keeps them, as the record of what was mailed."""
+    reached = conn.execute(select(deliveries.c.id).where(
+        deliveries.c.issue_id == issue_id,
+        deliveries.c.state.in_((DeliveryState.SENT, DeliveryState.SENDING, DeliveryState.UNKNOWN))
+    ).limit(1)).first()
+    if reached is not None:
+        return 0
+    return int(conn.execute(update(queue_items).where(
+        queue_items.c.issue_id == issue_id, queue_items.c.state == QueueState.USED)
+        .values(state=QueueState.APPROVED, issue_id=None, updated_at=utcnow())).rowcount or 0)
 
 
 def delivery_counts(conn: Connection, issue_id: int) -> dict[str, int]:

@@ -115,21 +115,24 @@ def article_view(a: dict[str, Any], cfg: Config, key: str) -> dict[str, Any]:
         "image_alt": defuse(oneline(a.get("image_alt")) or title, key) if image else "",
         "topics": a.get("topics") or [],
         "picked_by": a.get("picked_by") or "feed",
+        "section": a.get("section") or "",  # an editor pick's chosen topic section
     }
 
 
 def sections(articles: list[dict[str, Any]], cfg: Config) -> list[dict[str, Any]]:
-    """Editor picks first, then one section per configured topic in config order."""
-    picks = [a for a in articles if a.get("picked_by") == "editor"]
-    rest = [a for a in articles if a.get("picked_by") != "editor"]
+    """Editor picks first, then one section per configured topic in config order; an editor
+    pick given a section leads that topic's section instead."""
+    picks = [a for a in articles if a.get("picked_by") == "editor" and not a.get("section")]
+    rest = [a for a in articles if a.get("picked_by") != "editor" or a.get("section")]
     out: list[dict[str, Any]] = []
     if picks:
         out.append({"slug": "editors-picks", "label": "Editor's picks", "articles": picks})
     for slug, topic in cfg.topics.items():
-        chosen = [a for a in rest if (a.get("topics") or [None])[0] == slug]
+        chosen = [a for a in rest if (a.get("section") or (a.get("topics") or [None])[0]) == slug]
         if chosen:
             out.append({"slug": slug, "label": topic.label, "articles": chosen})
-    leftover = [a for a in rest if not a.get("topics") or a["topics"][0] not in cfg.topics]
+    leftover = [a for a in rest if (a.get("section") or (a.get("topics") or [None])[0])
+                not in cfg.topics]
     if leftover:
         out.append({"slug": "more", "label": "More reading", "articles": leftover})
     return out
@@ -196,6 +199,7 @@ def _context(cfg: Config, *, number: int, date: datetime, subject: str, intro: s
     local = date.astimezone(ZoneInfo(cfg.schedule.timezone)) if date.tzinfo else date
     return {
         "site": cfg.site,
+        "brand": cfg.brand,
         "sender": cfg.sender,
         "issue": {"number": number, "date": local, "subject": defuse(subject, key),
                   "intro": defuse(intro or "", key), "web_url": web_url},

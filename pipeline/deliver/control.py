@@ -19,7 +19,7 @@ from core.db import utcnow
 from core.errors import InvalidInput, StateError
 from core.models import deliveries, events, issues
 from core.states import FINISHED, SENDABLE, DeliveryState, IssueStatus
-from pipeline.compose.issues import delivery_counts, get_issue
+from pipeline.compose.issues import delivery_counts, get_issue, return_editor_picks
 from pipeline.deliver.outcome import LEFT, ErrorGroup, error_groups, next_step
 
 RATE_WINDOW = 60  # seconds of recent sends the rate is measured over
@@ -80,13 +80,16 @@ def resume_issue(ctx: Context, number: int) -> None:
 
 def cancel_issue(ctx: Context, number: int) -> None:
     """No more sending for this issue; queued rows stay queued as the record of who
-    did not get it. Sent, failed and unknown rows are kept."""
+    did not get it. Sent, failed and unknown rows are kept. If it reached nobody, its
+    editor picks go back to "approved"."""
     row = _issue(ctx, number)
     if row.status == "cancelled":
         return
     if not _set_status(ctx, row.id, (IssueStatus.DRAFT, *SENDABLE, IssueStatus.PAUSED),
                        status=IssueStatus.CANCELLED):
         raise StateError(f"issue #{number} is {row.status}: it cannot be cancelled")
+    with ctx.engine.begin() as conn:
+        return_editor_picks(conn, row.id)  # unsent: its picks are "approved" again
 
 
 def retry_issue(ctx: Context, number: int, *, failed: bool = False, unknown: bool = False) -> int:

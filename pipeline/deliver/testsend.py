@@ -16,8 +16,9 @@ from sqlalchemy import func, select
 from core.addresses import normalize_email
 from core.context import Context
 from core.db import utcnow
-from core.errors import NotFound
+from core.errors import InvalidInput, NotFound
 from core.models import issue_variants, issues
+from pipeline.compose.composer import compose_next, mail_types, test_message
 from pipeline.compose.issues import get_issue, make_subject, web_url
 from pipeline.compose.message import Recipient, clean_header
 from pipeline.compose.personalize import Personalizer, new_key
@@ -66,3 +67,22 @@ def send_test(ctx: Context, to: str, number: int | None = None, name: str = "") 
     msg.set_content(Personalizer(text_t, key).fill(values))
     msg.add_alternative(Personalizer(html_t, key).fill(values, escape=html.escape), subtype="html")
     return get_transport(cfg).send_single(msg)
+
+
+def send_tests(ctx: Context, addresses: list[str], kinds: list[str]) -> list[str]:
+    """Mail each chosen kind (a digest variant, the confirmation) to each address through
+    the configured transport, never the ledger; returns one line per message: what, to
+    whom, the transport's reference."""
+    known = mail_types(ctx)
+    unknown = [k for k in kinds if k not in known]
+    if unknown or not kinds:
+        raise InvalidInput(f"choose what to send, of: {', '.join(known.values())}")
+    cfg = ctx.config
+    transport = get_transport(cfg)
+    comp = compose_next(ctx, checks=False) if any(k.startswith("digest:") for k in kinds) else None
+    done = []
+    for kind in kinds:
+        for addr in addresses:
+            msg = test_message(cfg, comp, kind, addr)
+            done.append(f"{known[kind]} to {addr}: {transport.send_single(msg)}")
+    return done

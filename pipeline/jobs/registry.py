@@ -31,8 +31,8 @@ from core.db import utcnow
 from core.models import job_runs
 from core.runs import JobResult
 from pipeline.collect.run import collect
-from pipeline.deliver import review
 from pipeline.deliver.doctor.rates import enforce
+from pipeline.jobs import send_orders
 from pipeline.jobs.weekly import run_weekly
 from subscribers import maintenance
 
@@ -44,7 +44,8 @@ JOBSTORE_TABLE = "apscheduler_jobs"
 DESCRIPTIONS = {
     "collect": "fetch every enabled feed",
     "weekly": "build, check and send this week's issue",
-    "dispatch": "resume interrupted sends, send approved drafts, apply review deadlines",
+    "dispatch": "run due send orders, resume interrupted sends, send approved drafts, "
+                "apply review deadlines",
     "maintenance": "expire unconfirmed sign-ups, purge old webhook events",
 }
 JOB_IDS = tuple(DESCRIPTIONS)
@@ -245,7 +246,7 @@ def body_for(job: str, ctx: Context, stop: threading.Event) -> Callable[[], JobR
     bodies: dict[str, Callable[[], JobResult]] = {
         "collect": lambda: _collect(ctx),
         "weekly": lambda: _weekly(ctx, stop),
-        "dispatch": lambda: _dispatch(ctx, stop, review.dispatch),
+        "dispatch": lambda: _dispatch(ctx, stop, send_orders.dispatch),  # due orders, then review
         "maintenance": lambda: _maintenance(ctx),
     }
     return bodies[job]
