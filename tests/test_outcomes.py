@@ -253,6 +253,12 @@ def test_resending_unknown_rows_writes_an_event_per_recipient(make_ctx, monkeypa
         evts = conn.execute(select(events).where(events.c.kind == "possible_duplicate")).all()
     assert {ev.subscriber_id for ev in evts} == twice and len(twice) == 2
     assert all(ev.detail["note"] == f"may have received issue {number} twice" for ev in evts)
+    from tests.test_web_helpers import login_as, make_app
+
+    client = make_app(ctx).test_client()
+    login_as(client, ctx, "admin")
+    page = client.get(f"/desk/subscribers/{evts[0].subscriber_id}").get_data(as_text=True)
+    assert "possible_duplicate" in page and f"may have received issue {number} twice" in page
 
 
 # --- the dashboard and the issue page say it too --------------------------------------
