@@ -75,7 +75,7 @@ def prism(tmp_path_factory):
             procs[kind] = (subprocess.Popen([str(PRISM), "mock", "-h", "127.0.0.1", "-p", str(port),
                                              str(SPECS / spec)], stdout=log, stderr=subprocess.STDOUT), port)
             log.close()
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 240  # a loaded 2-core machine starts Node slowly
         for p, port in procs.values():
             _wait_port(port, p, deadline)
         yield {k: f"http://127.0.0.1:{port}" for k, (_p, port) in procs.items()}
