@@ -22,7 +22,9 @@ def _when(value: datetime | None, tz: ZoneInfo) -> str:
 @schedule.command()
 @pass_ctx
 def status(obj: Lazy) -> None:
-    """Each job's next run and last result (ok, skipped with reason, failed with error)."""
+    """Each job's next run and last result (ok, skipped with reason, failed with error);
+    the weekly job by what happened to its issue (sent, sent with failures, needs attention,
+    failed; resuming while dispatch continues a send whose run was interrupted)."""
     from pipeline.jobs.registry import schedule_status
 
     ctx = get(obj)

@@ -57,9 +57,11 @@ def _kill_at_random(mp, config, number: int, rng: random.Random, fake: FakeProvi
     while sum(fake.counts().values()) < target and child.is_alive() and time.monotonic() < deadline:
         time.sleep(0.001)
     time.sleep(rng.uniform(0.0, 0.01))
-    os.kill(child.pid, signal.SIGKILL)
+    if child.is_alive():
+        os.kill(child.pid, signal.SIGKILL)
     child.join(30)
-    assert child.exitcode == -signal.SIGKILL, "the sender finished before it could be killed"
+    assert child.exitcode == -signal.SIGKILL, \
+        f"the sender ended (exit code {child.exitcode}) before it could be killed"
 
 
 def _ledger(ctx, number: int) -> dict[str, str]:

@@ -253,6 +253,12 @@ def test_resending_unknown_rows_writes_an_event_per_recipient(make_ctx, monkeypa
         evts = conn.execute(select(events).where(events.c.kind == "possible_duplicate")).all()
     assert {ev.subscriber_id for ev in evts} == twice and len(twice) == 2
     assert all(ev.detail["note"] == f"may have received issue {number} twice" for ev in evts)
+    from tests.test_web_helpers import login_as, make_app
+
+    client = make_app(ctx).test_client()
+    login_as(client, ctx, "admin")
+    page = client.get(f"/desk/subscribers/{evts[0].subscriber_id}").get_data(as_text=True)
+    assert "possible_duplicate" in page and f"may have received issue {number} twice" in page
 
 
 # --- the dashboard and the issue page say it too --------------------------------------
@@ -422,3 +428,34 @@ def test_reconcile_says_plainly_when_the_provider_cannot_tell(make_ctx, monkeypa
     send_issue(ctx, number)
     r = reconcile_issue(ctx, number)
     assert r.still_unknown == 3 and "cannot tell" in r.how
+
+
+# --- 8. the weekly job told by what happened to its issue -----------------------------
+
+def test_schedule_status_reports_the_weekly_job_by_its_issue(make_ctx):
+    from sqlalchemy import insert
+
+    from core.db import utcnow
+    from core.models import issues, job_runs
+    from pipeline.compose.issues import period_for
+    from pipeline.jobs.registry import schedule_status
+
+    ctx = make_ctx()
+    number = make_issue(ctx, 3)
+    now = utcnow()
+    with ctx.engine.begin() as conn:
+        conn.execute(update(issues).where(issues.c.number == number)
+                     .values(period=period_for(now, ctx.config), status="sending"))
+        conn.execute(insert(job_runs).values(
+            job="weekly", started_at=now, finished_at=now, result="failed",
+            message="interrupted: the scheduler process stopped before the job finished"))
+
+    def weekly():
+        return {s["id"]: s for s in schedule_status(ctx)}["weekly"]
+
+    assert weekly()["last_result"] == "resuming"
+    send_issue(ctx, number)  # what dispatch does after the restart
+    w = weekly()
+    assert w["last_result"] == "ok"
+    assert w["last_message"] == (f"issue #{number} sent: 3 of 3 sent; the run was interrupted, "
+                                 "dispatch resumed the send")

@@ -23,6 +23,7 @@ from core.config import PROJECT_ROOT
 from core.db import utcnow
 from core.models import deliveries, issues, job_runs, subscribers, subscriptions
 from pipeline.compose.issues import delivery_counts
+from pipeline.jobs.registry import schedule_status
 from subscribers.store import list_id
 from tests.feedgen import BEAUTY_ITEMS, KP_ITEMS, rss
 
@@ -149,19 +150,24 @@ def test_sigkill_mid_send_then_restart_completes_the_same_issue(setup, smtp, tmp
     first.wait(timeout=10)
     smtp.release()
     (issue,), counts = _ledger(ctx)
-    assert issue.status == "sending" and counts["sending"] > 0 and counts["queued"] > 0, counts
+    # In flight at the kill: on the wire (`posted`); any claimed but not yet posted
+    # (`sending`) go back to the queue on restart.
+    assert issue.status == "sending" and counts["posted"] > 0 and counts["queued"] > 0, counts
 
     second = _start(ctx, tmp_path / "second.log")
     try:
-        _wait(lambda: _ledger(ctx)[0][0].status == "sent", "the issue to be finished", second)
+        _wait(lambda: _ledger(ctx)[0][0].status in ("sent", "needs attention"),
+              "the issue to be finished", second)
     finally:
         code = _stop(second)
     log = (tmp_path / "second.log").read_text()
     assert code == 0 and "Traceback" not in log, log
     (done,), counts = _ledger(ctx)
     assert done.id == issue.id
-    assert counts["queued"] == counts["sending"] == counts["failed"] == 0
+    assert counts["queued"] == counts["sending"] == counts["posted"] == counts["failed"] == 0
     assert counts["sent"] + counts["unknown"] == RECIPIENTS
+    assert done.status == ("needs attention" if counts["unknown"] else "sent")  # never sent
+    # while anyone's outcome is unknown
     assert max(smtp.accepted.values()) == 1  # nobody mailed twice
     sent, unknown = _emails(ctx, "sent"), _emails(ctx, "unknown")
     assert sent <= set(smtp.accepted) <= sent | unknown  # unknown: the batches the kill cut off
@@ -170,6 +176,9 @@ def test_sigkill_mid_send_then_restart_completes_the_same_issue(setup, smtp, tmp
         weekly = conn.execute(select(job_runs).where(job_runs.c.job == "weekly")
                               .order_by(job_runs.c.id)).first()
     assert (weekly.result, weekly.message[:12]) == ("failed", "interrupted:")
+    told = {j["id"]: j for j in schedule_status(ctx)}["weekly"]  # by what became of the issue
+    assert told["last_result"] == ("ok" if done.status == "sent" else "needs attention")
+    assert told["last_message"].startswith(f"issue #1 {done.status}: {counts['sent']} of ")
 
 
 def test_two_schedulers_at_once_build_one_issue_and_sigterm_stops_cleanly(setup, smtp, tmp_path):

@@ -59,15 +59,17 @@ def test_serve_answers_on_waitress(ctx):
     proc = subprocess.Popen([*KPDIGEST, "--config", str(ctx.config.source), "serve", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
     try:
-        body = ""
-        for _ in range(100):
+        body, server = "", ""
+        deadline = time.monotonic() + 60  # a loaded 2-core machine starts Flask slowly
+        while time.monotonic() < deadline and proc.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
                     body = resp.read().decode()
                     server = resp.headers.get("Server", "")
                 break
             except OSError:
                 time.sleep(0.1)
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         assert "Subscribe" in body and "waitress" in server
     finally:
         proc.terminate()

@@ -28,9 +28,11 @@ from core.clock import hhmm, weekly_trigger
 from core.config import Config
 from core.context import Context
 from core.db import utcnow
-from core.models import job_runs
+from core.models import issues, job_runs
 from core.runs import JobResult
+from core.states import FINISHED, DeliveryState, IssueStatus
 from pipeline.collect.run import collect
+from pipeline.compose.issues import delivery_counts, period_for
 from pipeline.deliver.doctor.rates import enforce
 from pipeline.jobs import send_orders
 from pipeline.jobs.weekly import run_weekly
@@ -204,19 +206,45 @@ def schedule_status(ctx: Context) -> list[dict[str, Any]]:
         else:
             next_run, source = spec.trigger.get_next_fire_time(None, now), "config"
         row = last[spec.id]
+        result, message = (row.result, row.message) if row else (None, None)
+        if spec.id == "weekly" and row is not None:
+            result, message = _by_the_issue(ctx, row) or (result, message)
         out.append({
             "id": spec.id,
             "description": spec.description,
             "next_run": next_run,
             "next_run_source": source,
-            "last_result": row.result if row else None,
-            "last_message": row.message if row else None,
+            "last_result": result,
+            "last_message": message,
             "last_run": row.started_at if row else None,
             "last_finished": row.finished_at if row else None,
             "last_duration": (row.finished_at - row.started_at).total_seconds()
             if row and row.finished_at else None,
         })
     return out
+
+
+def _by_the_issue(ctx: Context, row: Any) -> tuple[str, str] | None:
+    """The weekly run told by what happened to its issue: a run whose process was killed
+    mid-send, or that ended with the issue still sending, is judged by the issue that
+    dispatch resumed (and perhaps completed) since. None: the run's own record stands."""
+    interrupted = row.result == "failed" and (row.message or "").startswith("interrupted")
+    if row.result not in ("ok", "running") and not interrupted:
+        return None
+    with ctx.engine.connect() as conn:
+        issue = conn.execute(select(issues).where(
+            issues.c.period == period_for(row.started_at, ctx.config),
+            issues.c.number.is_not(None)).order_by(issues.c.id).limit(1)).first()
+        if issue is None or issue.status not in (*FINISHED, IssueStatus.SENDING):
+            return None
+        counts = delivery_counts(conn, issue.id)
+    sent, total = counts[DeliveryState.SENT], sum(counts.values())
+    tail = "; the run was interrupted, dispatch resumed the send" if interrupted else ""
+    text = f"issue #{issue.number} {issue.status}: {sent} of {total} sent{tail}"
+    if issue.status == IssueStatus.SENDING:
+        return ("resuming" if interrupted else row.result), text
+    return {IssueStatus.SENT: "ok", IssueStatus.FAILED: "failed"}.get(issue.status,
+                                                                       str(issue.status)), text
 
 
 # --- the bodies --------------------------------------------------------------------------------
