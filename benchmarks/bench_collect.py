@@ -214,13 +214,14 @@ def in_commands(cfg_path: Path, url: str, as_limit: int | None) -> dict[str, flo
     cap = ["prlimit", f"--as={as_limit}"] if as_limit else []
     out: dict[str, float] = {}
     for name in ("first", "second"):
-        proc = subprocess.run([*cap, "/usr/bin/time", "-f", "TIME %e %M", sys.executable, "-m", "kpdigest",
-                               "--config", str(cfg_path), "collect"],
+        proc = subprocess.run([*cap, "/usr/bin/time", "-f", "TIME %e %M %U %S", sys.executable, "-m",
+                               "kpdigest", "--config", str(cfg_path), "collect"],
                               env=env, capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0:
             raise RuntimeError(f"{name} collect failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        wall, rss_kb = proc.stderr.rsplit("TIME ", 1)[1].split()
+        wall, rss_kb, user, system = proc.stderr.rsplit("TIME ", 1)[1].split()
         out[name], out[f"{name}_rss"] = float(wall), int(rss_kb) / 1024
+        out[f"{name}_cpu"] = float(user) + float(system)  # with the parser processes
         out[f"{name}_summary"] = proc.stdout.strip().splitlines()[-1]  # type: ignore[assignment]
     return out
 
@@ -265,7 +266,8 @@ def main() -> None:
             cap = f" under prlimit --as={args.as_limit}" if args.as_limit else ""
             print(f"{head}, whole command{cap}: first {r['first']:.2f} s (peak RSS {r['first_rss']:.0f} MB; "
                   f"{r['articles']} articles, {r['stories']} stories; \"{r['first_summary']}\"), "
-                  f"second (all 304) {r['second']:.2f} s (peak RSS {r['second_rss']:.0f} MB); {tail}")
+                  f"second (all 304) {r['second']:.2f} s ({r['second_cpu']:.2f} s CPU, peak RSS "
+                  f"{r['second_rss']:.0f} MB); {tail}")
         else:
             print(f"{head}, in-process step: first {r['first']:.2f} s ({r['articles']} articles, "
                   f"{r['stories']} stories, {r['first_cpu']:.1f} s main-process CPU), second (all 304) "
