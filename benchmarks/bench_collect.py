@@ -4,13 +4,15 @@ inside this process and as the whole `kpdigest collect` command (process start t
 under `/usr/bin/time`, with its peak RSS).
 
     .venv/bin/python -m benchmarks.bench_collect [--feeds 200] [--entries 50] [--delay 0.05]
-        [--corpus ordinary|near|identical|distinct|all] [--command] [--as-limit BYTES]
+        [--corpus ordinary|near|identical|distinct|all] [--how step|command|both]
+        [--as-limit BYTES]
 
 Corpora: `ordinary` (articles of a heavy-tailed vocabulary: same-topic, rarely copies), and
 three adversarial ones: `near` (every item written from one small vocabulary, as templated
 feeds are: all near-identical), `identical` (one article republished under a new guid, every
-item) and `distinct` (no two items share a word). `--command` runs `kpdigest collect` as a
-process twice (under `prlimit --as` with `--as-limit`); without it the step runs in-process.
+item) and `distinct` (no two items share a word). `--how command` runs `kpdigest collect` as
+a process twice (under `prlimit --as` with `--as-limit`), `step` calls the step in this
+process; `both` (the default) does one then the other, each on a fresh database.
 The feeds are spread over 25 servers (ports) on 127.0.0.1, 8 feeds each, so that the
 per-host limit behaves as with real publishers. The servers run in a process of their own,
 so that the collector's figures are the collector's. SQLite database in a temporary folder.
@@ -251,18 +253,20 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.05)
     parser.add_argument("--corpus", default="ordinary",
                         choices=["ordinary", "near", "identical", "distinct", "all"])
-    parser.add_argument("--command", action="store_true", help="time `kpdigest collect` processes")
+    parser.add_argument("--how", default="both", choices=["step", "command", "both"],
+                        help="time the step in-process, `kpdigest collect` processes, or both")
     parser.add_argument("--as-limit", type=int, default=None, help="prlimit --as for --command")
     args = parser.parse_args([] if __name__ != "__main__" else None)
     corpora = ["ordinary", "near", "identical", "distinct"] if args.corpus == "all" else [args.corpus]
-    for corpus in corpora:
+    hows = ["step", "command"] if args.how == "both" else [args.how]
+    for corpus, how in ((c, h) for c in corpora for h in hows):
         probe = cpu_probe()
-        r = run(args.feeds, args.entries, args.delay, corpus=corpus, command=args.command,
+        r = run(args.feeds, args.entries, args.delay, corpus=corpus, command=how == "command",
                 as_limit=args.as_limit)
         head = (f"collect {corpus} {args.feeds} feeds x {args.entries} entries, server delay "
                 f"{args.delay * 1000:.0f} ms")
         tail = f"load average {os.getloadavg()[0]:.1f}, CPU probe {probe:.2f} s"
-        if args.command:
+        if how == "command":
             cap = f" under prlimit --as={args.as_limit}" if args.as_limit else ""
             print(f"{head}, whole command{cap}: first {r['first']:.2f} s (peak RSS {r['first_rss']:.0f} MB; "
                   f"{r['articles']} articles, {r['stories']} stories; \"{r['first_summary']}\"), "
