@@ -47,7 +47,7 @@ def collect(obj: Lazy, force: bool) -> None:
     click.echo(f"{report.new} new articles from {len(report.outcomes)} feeds, "
                f"{len(report.failed)} failed" + (f", {report.grouped} joined a story as near-duplicates"
                                                  if report.grouped else "")
-               + (f", {report.full} began a new story (their story was full)" if report.full else ""))
+               + (f", {report.full} began a new story (theirs was full)" if report.full else ""))
 
 
 @click.command()

@@ -29,8 +29,10 @@ def _templated_feeds(feed_server, n_feeds: int, per_feed: int) -> list[tuple[str
     rng = random.Random(5)
     feeds = []
     for f in range(n_feeds):
-        items = [{"title": f"Deal {f}.{i}", "guid": f"d{f}-{i}", "link": f"https://deals.example.com/{f}/{i}",
-                  "description": " ".join(rng.choice(WORDS) for _ in range(50))} for i in range(per_feed)]
+        items = [{"title": f"Deal {f}.{i}", "guid": f"d{f}-{i}",
+                  "link": f"https://deals.example.com/{f}/{i}",
+                  "description": " ".join(rng.choice(WORDS) for _ in range(50))}
+                 for i in range(per_feed)]
         serve_conditional(feed_server, f"/d{f}.xml", rss(f"Deals {f}", items))
         feeds.append((f"Deals {f}", feed_server.url(f"/d{f}.xml"), ["kp"]))
     return feeds
@@ -47,7 +49,8 @@ def _command(ctx, *args: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_collect_killed_while_grouping_is_finished_by_the_next_all_304_collect(make_ctx, feed_server):
+def test_a_collect_killed_while_grouping_is_finished_by_the_next_all_304_collect(make_ctx,
+                                                                                 feed_server):
     feeds = _templated_feeds(feed_server, 64, 50)
     total = 64 * 50
     assert total >= 3 * CHUNK  # killed after the first chunk, with more to do
@@ -113,6 +116,6 @@ def test_a_feed_of_look_alikes_is_grouped_into_one_story_and_reported(make_ctx, 
     assert health["Deals 0"].last_warning == line.split(": ", 1)[1]
     assert health["KP"].last_warning is None
     with ctx.engine.connect() as conn:
-        stories = conn.execute(select(articles.c.story_id, func.count()).group_by(articles.c.story_id)
-                               .order_by(func.count().desc())).all()
+        stories = conn.execute(select(articles.c.story_id, func.count())
+                               .group_by(articles.c.story_id).order_by(func.count().desc())).all()
     assert stories[0][1] == CLUSTER_REPORT + 10 and len(stories) == 1 + len(KP_ITEMS)
