@@ -4,13 +4,15 @@ inside this process and as the whole `kpdigest collect` command (process start t
 under `/usr/bin/time`, with its peak RSS).
 
     .venv/bin/python -m benchmarks.bench_collect [--feeds 200] [--entries 50] [--delay 0.05]
-        [--corpus ordinary|near|identical|distinct|all] [--command] [--as-limit BYTES]
+        [--corpus ordinary|near|identical|distinct|all] [--how step|command|both]
+        [--as-limit BYTES]
 
 Corpora: `ordinary` (articles of a heavy-tailed vocabulary: same-topic, rarely copies), and
 three adversarial ones: `near` (every item written from one small vocabulary, as templated
 feeds are: all near-identical), `identical` (one article republished under a new guid, every
-item) and `distinct` (no two items share a word). `--command` runs `kpdigest collect` as a
-process twice (under `prlimit --as` with `--as-limit`); without it the step runs in-process.
+item) and `distinct` (no two items share a word). `--how command` runs `kpdigest collect` as
+a process twice (under `prlimit --as` with `--as-limit`), `step` calls the step in this
+process; `both` (the default) does one then the other, each on a fresh database.
 The feeds are spread over 25 servers (ports) on 127.0.0.1, 8 feeds each, so that the
 per-host limit behaves as with real publishers. The servers run in a process of their own,
 so that the collector's figures are the collector's. SQLite database in a temporary folder.
@@ -61,14 +63,17 @@ def article_text(rng: random.Random, vocab: list[str], words: int = 90) -> str:
     return " ".join(picks[i] if i % 15 else rng.choice(TOPIC_WORDS) for i in range(words))
 
 
-TEMPLATE_WORDS = ["deal", "coupon", "save", "percent", "today", "only", "voucher", "price", "store",
-                  "offer", "discount", "shipping", "free", "order", "cream", "lotion", "serum", "urea",
-                  "bundle", "limited", "exclusive", "member", "checkout", "online", "brand", "skin",
-                  "bargain", "clearance", "promo", "code"]
-REPUBLISHED = ("A gentle routine for keratosis pilaris: urea cream after the shower, lactic acid "
-               "lotion at night, a humidifier in winter, loose cotton sleeves, and patience, because "
-               "the bumps on arms and thighs fade over weeks rather than days. Dermatologists advise "
-               "against scrubbing, which inflames the follicles and leaves redness behind.")
+TEMPLATE_WORDS = """deal coupon save percent today only voucher price store offer discount shipping
+free order cream lotion serum urea bundle limited exclusive member checkout online brand skin
+bargain clearance promo code""".split()  # noqa: SIM905 - a word list reads better as text
+REPUBLISHED = ("A gentle routine for keratosis pilaris: urea cream after the shower, lactic "
+               "acid lotion at night, a humidifier in winter, loose cotton sleeves, and "
+               "patience, because the bumps on arms and thighs fade over weeks rather than "
+               "days. Dermatologists advise against scrubbing, which inflames the follicles "
+               "and leaves redness behind.")
+
+
+CORPORA = ["ordinary", "near", "identical", "distinct"]
 
 
 def item_text(corpus: str, rng: random.Random, vocab: list[str], n: int) -> tuple[str, str]:
@@ -183,8 +188,10 @@ def run(n_feeds: int, n_entries: int, delay: float, servers: int = 25, corpus: s
         with ctx.engine.connect() as conn:
             count = select(func.count())
             result["articles"] = stored = conn.execute(count.select_from(articles)).scalar_one()
-            result["stories"] = conn.execute(select(func.count(articles.c.story_id.distinct()))).scalar_one()
-            assert conn.execute(count.select_from(articles_ungrouped)).scalar_one() == 0, "left ungrouped"
+            stories = select(func.count(articles.c.story_id.distinct()))
+            result["stories"] = conn.execute(stories).scalar_one()
+            left = conn.execute(count.select_from(articles_ungrouped)).scalar_one()
+            assert left == 0, f"{left} left ungrouped"
         ctx.close()
     here.send("stop")
     server.join(5)
@@ -214,13 +221,15 @@ def in_commands(cfg_path: Path, url: str, as_limit: int | None) -> dict[str, flo
     cap = ["prlimit", f"--as={as_limit}"] if as_limit else []
     out: dict[str, float] = {}
     for name in ("first", "second"):
-        proc = subprocess.run([*cap, "/usr/bin/time", "-f", "TIME %e %M", sys.executable, "-m", "kpdigest",
-                               "--config", str(cfg_path), "collect"],
+        timed = ["/usr/bin/time", "-f", "TIME %e %M %U %S"]
+        proc = subprocess.run([*cap, *timed, sys.executable, "-m", "kpdigest", "--config",
+                               str(cfg_path), "collect"],
                               env=env, capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0:
             raise RuntimeError(f"{name} collect failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        wall, rss_kb = proc.stderr.rsplit("TIME ", 1)[1].split()
+        wall, rss_kb, user, system = proc.stderr.rsplit("TIME ", 1)[1].split()
         out[name], out[f"{name}_rss"] = float(wall), int(rss_kb) / 1024
+        out[f"{name}_cpu"] = float(user) + float(system)  # with the parser processes
         out[f"{name}_summary"] = proc.stdout.strip().splitlines()[-1]  # type: ignore[assignment]
     return out
 
@@ -249,26 +258,31 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=50)
     parser.add_argument("--delay", type=float, default=0.05)
     parser.add_argument("--corpus", default="ordinary",
-                        choices=["ordinary", "near", "identical", "distinct", "all"])
-    parser.add_argument("--command", action="store_true", help="time `kpdigest collect` processes")
+                        choices=[*CORPORA, "all"])
+    parser.add_argument("--how", default="both", choices=["step", "command", "both"],
+                        help="time the step in-process, `kpdigest collect` processes, or both")
     parser.add_argument("--as-limit", type=int, default=None, help="prlimit --as for --command")
     args = parser.parse_args([] if __name__ != "__main__" else None)
-    corpora = ["ordinary", "near", "identical", "distinct"] if args.corpus == "all" else [args.corpus]
-    for corpus in corpora:
+    corpora = CORPORA if args.corpus == "all" else [args.corpus]
+    hows = ["step", "command"] if args.how == "both" else [args.how]
+    for corpus, how in ((c, h) for c in corpora for h in hows):
         probe = cpu_probe()
-        r = run(args.feeds, args.entries, args.delay, corpus=corpus, command=args.command,
+        r = run(args.feeds, args.entries, args.delay, corpus=corpus, command=how == "command",
                 as_limit=args.as_limit)
         head = (f"collect {corpus} {args.feeds} feeds x {args.entries} entries, server delay "
                 f"{args.delay * 1000:.0f} ms")
         tail = f"load average {os.getloadavg()[0]:.1f}, CPU probe {probe:.2f} s"
-        if args.command:
+        if how == "command":
             cap = f" under prlimit --as={args.as_limit}" if args.as_limit else ""
-            print(f"{head}, whole command{cap}: first {r['first']:.2f} s (peak RSS {r['first_rss']:.0f} MB; "
-                  f"{r['articles']} articles, {r['stories']} stories; \"{r['first_summary']}\"), "
-                  f"second (all 304) {r['second']:.2f} s (peak RSS {r['second_rss']:.0f} MB); {tail}")
+            print(f"{head}, whole command{cap}: first {r['first']:.2f} s "
+                  f"(peak RSS {r['first_rss']:.0f} MB; {r['articles']} articles, "
+                  f"{r['stories']} stories; \"{r['first_summary']}\"), "
+                  f"second (all 304) {r['second']:.2f} s ({r['second_cpu']:.2f} s CPU, peak RSS "
+                  f"{r['second_rss']:.0f} MB); {tail}")
         else:
             print(f"{head}, in-process step: first {r['first']:.2f} s ({r['articles']} articles, "
-                  f"{r['stories']} stories, {r['first_cpu']:.1f} s main-process CPU), second (all 304) "
+                  f"{r['stories']} stories, {r['first_cpu']:.1f} s main-process CPU), "
+                  "second (all 304) "
                   f"{r['second']:.2f} s ({r['second_cpu']:.1f} s CPU); {tail}")
 
 

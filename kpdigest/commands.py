@@ -53,7 +53,7 @@ def collect(obj: Lazy, force: bool) -> None:
     click.echo(f"{plural(report.new, 'new article')} from {plural(len(report.outcomes), 'feed')}, "
                f"{len(report.failed)} failed" + (f", {report.grouped} joined a story as near-duplicates"
                                                  if report.grouped else "")
-               + (f", {report.full} began a new story (their story was full)" if report.full else ""))
+               + (f", {report.full} began a new story (theirs was full)" if report.full else ""))
 
 
 @click.command()

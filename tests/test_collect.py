@@ -269,7 +269,8 @@ def serve_conditional(server, path: str, body: bytes) -> None:
 
 def test_an_all_304_run_imports_no_parser_or_numpy_and_starts_no_process(make_ctx, feed_server):
     """Nothing changed: no parser processes, no parser, numpy or grouping code imported. The
-    first run (bodies to parse) starts its parser processes; the second, all 304, none."""
+    first run (bodies to parse) starts its parser processes; the second, all 304, none; the
+    third, a few changed feeds, starts them on its first body."""
     feeds = []
     for i in range(PARSE_PROCESSES_FROM + 2):
         body = rss(f"P{i}", [{"title": f"KP note {i}", "link": f"https://s{i}.example.com/1",
@@ -288,12 +289,20 @@ def test_an_all_304_run_imports_no_parser_or_numpy_and_starts_no_process(make_ct
         "print(report.new, sum(o.not_modified for o in report.outcomes), started[0],\n"
         "      sorted(m for m in ('numpy', 'feedparser', 'pipeline.collect.parse',\n"
         "                         'pipeline.collect.dedupe') if m in sys.modules))\n")
-    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-            for _ in range(2)]
+    command = [sys.executable, "-c", code]
+    runs = [subprocess.run(command, capture_output=True, text=True, timeout=120) for _ in range(2)]
     assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
     first, second = (r.stdout.strip().split(maxsplit=3) for r in runs)
     assert first[:3] == [str(len(feeds)), "0", "True"]
     assert second == ["0", str(len(feeds)), "False", "[]"]
+    # Changed bodies behind stored ETags: the processes start on the first body (fork server).
+    for i in range(3):
+        body = rss(f"P{i}", [{"title": f"KP note {i} again", "link": f"https://s{i}.example.com/2",
+                              "description": "<p>urea lactic keratosis pilaris bumps again</p>"}])
+        serve_conditional(feed_server, f"/p{i}.xml", body)
+    third = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0, third.stderr
+    assert third.stdout.split()[:3] == ["3", str(len(feeds) - 3), "True"]
 
 
 def test_a_bulk_insert_among_stored_duplicates_lists_only_what_it_stored(make_ctx):

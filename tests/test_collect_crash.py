@@ -29,8 +29,10 @@ def _templated_feeds(feed_server, n_feeds: int, per_feed: int) -> list[tuple[str
     rng = random.Random(5)
     feeds = []
     for f in range(n_feeds):
-        items = [{"title": f"Deal {f}.{i}", "guid": f"d{f}-{i}", "link": f"https://deals.example.com/{f}/{i}",
-                  "description": " ".join(rng.choice(WORDS) for _ in range(50))} for i in range(per_feed)]
+        items = [{"title": f"Deal {f}.{i}", "guid": f"d{f}-{i}",
+                  "link": f"https://deals.example.com/{f}/{i}",
+                  "description": " ".join(rng.choice(WORDS) for _ in range(50))}
+                 for i in range(per_feed)]
         serve_conditional(feed_server, f"/d{f}.xml", rss(f"Deals {f}", items))
         feeds.append((f"Deals {f}", feed_server.url(f"/d{f}.xml"), ["kp"]))
     return feeds
@@ -47,7 +49,8 @@ def _command(ctx, *args: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_collect_killed_while_grouping_is_finished_by_the_next_all_304_collect(make_ctx, feed_server):
+def test_a_collect_killed_while_grouping_is_finished_by_the_next_all_304_collect(make_ctx,
+                                                                                 feed_server):
     feeds = _templated_feeds(feed_server, 64, 50)
     total = 64 * 50
     assert total >= 3 * CHUNK  # killed after the first chunk, with more to do
@@ -89,3 +92,30 @@ def test_a_collect_killed_while_grouping_is_finished_by_the_next_all_304_collect
                                  ctx.config.collect.near_duplicate_threshold).tolist()
     assert list(stories) == in_one_pass  # resumed: the stories of one uninterrupted pass
     assert len(set(stories)) <= total // MAX_STORY + 5  # a few full stories, not thousands
+
+
+def test_a_feed_of_look_alikes_is_grouped_into_one_story_and_reported(make_ctx, feed_server):
+    """One line in the collect summary and on the feed's health; the ordinary feed beside it
+    keeps its stories and gets no such line."""
+    from click.testing import CliRunner
+
+    from kpdigest.main import main
+    from pipeline.collect.dedupe import CLUSTER_REPORT
+    from pipeline.collect.feeds import feed_health
+    from tests.feedgen import KP_ITEMS
+
+    feeds = _templated_feeds(feed_server, 1, CLUSTER_REPORT + 10)
+    serve_conditional(feed_server, "/kp.xml", rss("KP", KP_ITEMS))
+    ctx = make_ctx(feeds=[*feeds, ("KP", feed_server.url("/kp.xml"), ["kp"])])
+    result = CliRunner().invoke(main, ["--config", str(ctx.config.source), "collect"])
+    assert result.exit_code == 0, result.output
+    line = f"Deals 0: {CLUSTER_REPORT + 9} near-identical entries grouped into one story"
+    lines = result.output.splitlines()
+    assert line in lines and [x for x in lines if "near-identical" in x] == [line]
+    health = {f.name: f for f in feed_health(ctx)}
+    assert health["Deals 0"].last_warning == line.split(": ", 1)[1]
+    assert health["KP"].last_warning is None
+    with ctx.engine.connect() as conn:
+        stories = conn.execute(select(articles.c.story_id, func.count())
+                               .group_by(articles.c.story_id).order_by(func.count().desc())).all()
+    assert stories[0][1] == CLUSTER_REPORT + 10 and len(stories) == 1 + len(KP_ITEMS)

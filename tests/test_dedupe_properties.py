@@ -56,7 +56,8 @@ def _equal(a: np.ndarray, b: np.ndarray) -> int:
 def _shares_a_band(a: np.ndarray, b: np.ndarray) -> bool:
     """The LSH condition: some band's 3 values all equal."""
     r = dedupe.ROWS
-    return any(np.array_equal(a[r * k:r * (k + 1)], b[r * k:r * (k + 1)]) for k in range(dedupe.BANDS))
+    return any(np.array_equal(a[r * k:r * (k + 1)], b[r * k:r * (k + 1)])
+               for k in range(dedupe.BANDS))
 
 
 def _matches(a: np.ndarray | None, b: np.ndarray | None, need: int) -> bool:
@@ -89,7 +90,8 @@ def test_the_staged_checks_keep_exactly_the_pairs_with_enough_equal_values(sigs,
     checks = dedupe._Checks(dedupe._Encoded.of([encode(s) for s in present]), need)
     x, y = (a.ravel() for a in np.triu_indices(len(present), 1))
     kept_x, kept_y = checks.confirm(x.astype(np.intp), y.astype(np.intp))
-    expected = {(int(a), int(b)) for a, b in zip(x, y, strict=True) if _equal(present[a], present[b]) >= need}
+    expected = {(int(a), int(b)) for a, b in zip(x, y, strict=True)
+                if _equal(present[a], present[b]) >= need}
     assert set(zip(kept_x.tolist(), kept_y.tolist(), strict=True)) == expected
 
 
@@ -117,10 +119,11 @@ def test_past_the_budget_every_grouping_is_a_confirmed_match(sigs, threshold):
         mp.setattr(dedupe, "BUDGET", 0)
         mp.setattr(dedupe, "PER_BAND", 1)
         mp.setattr(dedupe, "NEAREST", 2)
-        got = dedupe.assign_stories(range(1, n + 1), [None] * n, [encode(s) for s in sigs], [None] * n,
-                                    threshold).tolist()
+        got = dedupe.assign_stories(range(1, n + 1), [None] * n, [encode(s) for s in sigs],
+                                    [None] * n, threshold).tolist()
     for i in range(n):
         if got[i] != i + 1:  # joined: through a confirmed match with a member of that story
             assert any(got[j] == got[i] and _matches(sigs[j], sigs[i], need) for j in range(i))
-        if sigs[i] is not None and any(s is not None and np.array_equal(s, sigs[i]) for s in sigs[:i]):
+        copy = any(s is not None and np.array_equal(s, sigs[i]) for s in sigs[:i])
+        if sigs[i] is not None and copy:
             assert got[i] != i + 1  # an exact copy is never left on its own

@@ -226,7 +226,8 @@ class _Buckets:
             offset = np.arange(len(last)) - np.repeat(np.cumsum(c) - c, c)
             first = np.repeat(start[i:j], c) + offset
             before = last - 1 - (offset - np.repeat(head[i:j], c))
-            yield self.row[np.where(offset < np.repeat(head[i:j], c), first, before)], self.row[last]
+            pick = np.where(offset < np.repeat(head[i:j], c), first, before)
+            yield self.row[pick], self.row[last]
 
 
 def _nearest(x: np.ndarray, y: np.ndarray, n_rows: int, bounded: np.ndarray) -> _Pairs:
@@ -272,7 +273,8 @@ class _Checks:
             if decoded is not None:
                 values[i], valid[i] = decoded, True
         ix, iy = index[: len(x)], index[len(x):]
-        keep = (np.count_nonzero(values[ix] == values[iy], axis=1) >= self.need) & valid[ix] & valid[iy]
+        same = np.count_nonzero(values[ix] == values[iy], axis=1)
+        keep = (same >= self.need) & valid[ix] & valid[iy]
         return x[keep], y[keep]
 
 
@@ -325,7 +327,8 @@ class _Pass:
             raise ValueError("items must come in increasing id order")
         listed = [s is None for s in stories]
         self.pending = np.array(listed, dtype=bool)
-        self.story = np.where(self.pending, self.ids, np.array([s or 0 for s in stories], dtype=np.int64))
+        given = np.array([s or 0 for s in stories], dtype=np.int64)
+        self.story = np.where(self.pending, self.ids, given)
         self.feed_ids = feed_ids
         story_ids, counts = np.unique(self.story, return_counts=True)
         self.sizes: dict[int, int] = dict(zip(story_ids.tolist(), counts.tolist(), strict=True))
@@ -449,7 +452,8 @@ def _load(conn: Connection, cfg: Config, now: datetime) -> _Pass | None:
         ids, stories, minhashes, hashes, feed_ids, listed = zip(*rows, strict=True)
         del rows
         stories = tuple(None if p else s for s, p in zip(stories, listed, strict=True))
-        return _Pass(ids, stories, minhashes, hashes, cfg.collect.near_duplicate_threshold, feed_ids)
+        threshold = cfg.collect.near_duplicate_threshold
+        return _Pass(ids, stories, minhashes, hashes, threshold, feed_ids)
 
 
 def _write(conn: Connection, grouping_pass: _Pass, chunk: np.ndarray, changed: np.ndarray) -> None:
@@ -493,7 +497,8 @@ def group_pending_in_chunks(engine: Engine, cfg: Config, now: datetime) -> Group
         with engine.begin() as conn:
             _write(conn, grouping_pass, chunk, changed)
         grouping.chunks += 1
-        log.info("grouping: chunk %d of %d committed (%d articles)", grouping.chunks, total, len(chunk))
+        log.info("grouping: chunk %d of %d committed (%d articles)", grouping.chunks, total,
+                 len(chunk))
     return grouping
 
 

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from core.context import Context
@@ -16,6 +15,7 @@ from core.db import utcnow
 from core.errors import InvalidInput, NotFound, StateError
 from core.models import articles, feeds
 from pipeline.collect.fetch import is_http
+from pipeline.collect.store import upsert_for
 
 
 def sync_config_feeds(ctx: Context) -> None:
@@ -39,7 +39,7 @@ def sync_config_feeds(ctx: Context) -> None:
 def register_feeds(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert feed rows, leaving out any whose URL another process registered meanwhile (two
     schedulers starting at once both find the config's feeds missing)."""
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    dialect_insert = upsert_for(conn)
     for row in rows:
         conn.execute(dialect_insert(feeds).values(**row).on_conflict_do_nothing(index_elements=["url"]))
 

@@ -4,8 +4,8 @@ Fetching runs in a bounded thread pool with a per-host limit. A body that change
 in worker processes once a run has enough feeds to repay them (feedparser is pure Python);
 the processes start on the first body that needs one, so a run where every feed answers 304
 starts none. One writer thread stores up to ten feeds per transaction (`store.py`). When
-every feed is done, `dedupe.group_pending` groups the new articles into stories in committed
-chunks. The parser, numpy and the grouping code are imported only when a body or an
+every feed is done, `dedupe.group_pending_in_chunks` groups the new articles into stories in
+committed chunks. The parser, numpy and the grouping code are imported only when a body or an
 ungrouped article needs them: an all-304 run is SQLAlchemy, requests and a few statements.
 A feed's failure is recorded on its row and backs it off; it never stops the run.
 """
@@ -427,7 +427,12 @@ class Parsers:
             return None
         with self._lock:
             if self.pool is None:
-                self._start()
+                try:
+                    self._start()
+                except (OSError, RuntimeError) as exc:  # no fault of the feed: parse here
+                    log.error("parser processes did not start (%s); parsing in threads",
+                              exc.__class__.__name__)
+                    self.wanted = False
         return None
 
     def _start(self) -> None:
