@@ -23,6 +23,7 @@ from subscribers.webhooks.base import (
 )
 
 MAX_TOKEN = 128  # Mailgun's tokens are 50 characters
+FIELDS = ("timestamp", "token", "signature")
 
 
 class Mailgun(Provider):
@@ -39,11 +40,10 @@ class Mailgun(Provider):
         key = secret(ctx, "mailgun_webhook_signing_key")
         data = parse_json(body)  # the signature is inside the body: bounded parse first
         sig = data.get("signature") if isinstance(data, dict) else None
-        if not isinstance(sig, dict) or not all(sig.get(k) for k in ("timestamp", "token",
-                                                                      "signature")):
+        if not isinstance(sig, dict) or not all(sig.get(k) for k in FIELDS):
             raise WebhookRefused(401, "missing signature")
-        stamp, token = shape.ident(sig, "timestamp", "signature"), shape.need(sig, "token",
-                                                                              "signature")
+        stamp = shape.ident(sig, "timestamp", "signature")
+        token = shape.need(sig, "token", "signature")
         given = shape.need(sig, "signature", "signature")
         if len(token) > MAX_TOKEN:
             raise Malformed("signature.token: too long")
