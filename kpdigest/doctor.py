@@ -9,9 +9,15 @@ from kpdigest.base import Lazy, get, pass_ctx
 
 
 @click.command()
-@click.option("--keygen", type=click.Choice(["rsa-sha256", "ed25519-sha256"]), default=None,
-              help="Print a new DKIM private key (PEM) and the TXT record to publish, then stop.")
-@click.option("--selector", default="kpd", show_default=True, help="Selector named in --keygen's record.")
+@click.option(
+    "--keygen",
+    type=click.Choice(["rsa-sha256", "ed25519-sha256"]),
+    default=None,
+    help="Print a new DKIM private key (PEM) and the TXT record to publish, then stop.",
+)
+@click.option(
+    "--selector", default="kpd", show_default=True, help="Selector named in --keygen's record."
+)
 @click.option("--offline", is_flag=True, help="DNS only: no provider, SMTP or site connections.")
 @pass_ctx
 def doctor(obj: Lazy, keygen: str | None, selector: str, offline: bool) -> None:
@@ -32,8 +38,10 @@ def doctor(obj: Lazy, keygen: str | None, selector: str, offline: bool) -> None:
         if f.fix and f.level != "ok":
             click.echo(f"       fix: {f.fix}")
     if not report.ok:
-        raise CheckFailed(f"{len(report.failures)} failure(s): receivers would reject or junk this "
-                          "mail; `issue send` refuses it unless --force")
+        raise CheckFailed(
+            f"{len(report.failures)} failure(s): receivers would reject or junk this "
+            "mail; `issue send` refuses it unless --force"
+        )
     warnings = sum(f.level == "warn" for f in report.findings)
     click.echo(f"a send would pass the rules ({warnings} warning(s))")
 

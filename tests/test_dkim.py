@@ -49,10 +49,13 @@ def publish(server: FakeDns, cfg: Config) -> None:
         server.add(f"{key.selector}._domainkey.{DOMAIN}", "TXT", key.public_record)
 
 
-def dkim_config(keys: dict[str, Path], algs: tuple[str, ...] = kdkim.ALGORITHMS,
-                **sender: Any) -> Config:
-    entries = [{"selector": f"sel-{alg.split('-')[0]}", "algorithm": alg, "key_file": str(keys[alg])}
-               for alg in algs]
+def dkim_config(
+    keys: dict[str, Path], algs: tuple[str, ...] = kdkim.ALGORITHMS, **sender: Any
+) -> Config:
+    entries = [
+        {"selector": f"sel-{alg.split('-')[0]}", "algorithm": alg, "key_file": str(keys[alg])}
+        for alg in algs
+    ]
     return fixed_issue.config(dkim={"enabled": True, "keys": entries}, sender=sender)
 
 
@@ -72,9 +75,19 @@ def _verify(d: dkim.DKIM, idx: int, server: FakeDns) -> bool:
 
 def readers() -> list[Recipient]:
     """Adversarial names: runs of spaces and tabs, non-ASCII, empty, very long."""
-    names = ["Ann Example", "", "  Two   Spaces  ", "Tab\there", "Zoë Ünïcødé 日本", "x" * 300,
-             "Trailing space ", "=?utf-8?q?looks_encoded?="]
-    return [fixed_issue.recipient(i + 1, name=n, email=f"r{i}@example.org") for i, n in enumerate(names)]
+    names = [
+        "Ann Example",
+        "",
+        "  Two   Spaces  ",
+        "Tab\there",
+        "Zoë Ünïcødé 日本",
+        "x" * 300,
+        "Trailing space ",
+        "=?utf-8?q?looks_encoded?=",
+    ]
+    return [
+        fixed_issue.recipient(i + 1, name=n, email=f"r{i}@example.org") for i, n in enumerate(names)
+    ]
 
 
 @pytest.mark.parametrize("algs", [("rsa-sha256",), ("ed25519-sha256",), kdkim.ALGORITHMS])
@@ -149,8 +162,11 @@ def test_wrong_published_key_fails(keys, fake_dns, tmp_path):
     other = tmp_path / "other.pem"
     other.write_bytes(kdkim.generate_key("rsa-sha256"))
     fake_dns.zones.clear()
-    fake_dns.add(f"sel-rsa._domainkey.{DOMAIN}", "TXT", kdkim.Signer(
-        dkim_config({"rsa-sha256": other}, ("rsa-sha256",))).keys[0].public_record)
+    fake_dns.add(
+        f"sel-rsa._domainkey.{DOMAIN}",
+        "TXT",
+        kdkim.Signer(dkim_config({"rsa-sha256": other}, ("rsa-sha256",))).keys[0].public_record,
+    )
     message = OutboxTransport(cfg).raw_message(fixed_issue.prepared(cfg), fixed_issue.recipient())
     assert verify_all(fake_dns, message) == [False]
 
@@ -159,8 +175,12 @@ def test_confirmation_email_is_signed_through_send_single(keys, fake_dns, tmp_pa
     cfg = dkim_config(keys)
     cfg.transport.tables["outbox"] = {"dir": str(tmp_path / "out")}
     publish(fake_dns, cfg)
-    msg = confirmation_message(cfg, to_email="new@example.org", name="Zoë",
-                               confirm_url="https://digest.example.com/confirm/abc")
+    msg = confirmation_message(
+        cfg,
+        to_email="new@example.org",
+        name="Zoë",
+        confirm_url="https://digest.example.com/confirm/abc",
+    )
     name = OutboxTransport(cfg).send_single(msg)
     assert verify_all(fake_dns, (tmp_path / "out" / name).read_bytes()) == [True, True]
 
@@ -170,47 +190,82 @@ def test_key_from_environment_and_dkimpy_seed_format(keys, fake_dns, monkeypatch
     seed = base64.b64encode(kdkim.ed25519.Ed25519PrivateKey.generate().private_bytes_raw())
     monkeypatch.setenv("KPDIGEST_DKIM_RSA", pem.replace("\n", "\\n"))  # one-line form
     monkeypatch.setenv("KPDIGEST_DKIM_ED", seed.decode())
-    cfg = fixed_issue.config(dkim={"enabled": True, "keys": [
-        {"selector": "env-rsa", "key_env": "KPDIGEST_DKIM_RSA"},
-        {"selector": "env-ed", "algorithm": "ed25519-sha256", "key_env": "KPDIGEST_DKIM_ED"}]})
+    cfg = fixed_issue.config(
+        dkim={
+            "enabled": True,
+            "keys": [
+                {"selector": "env-rsa", "key_env": "KPDIGEST_DKIM_RSA"},
+                {
+                    "selector": "env-ed",
+                    "algorithm": "ed25519-sha256",
+                    "key_env": "KPDIGEST_DKIM_ED",
+                },
+            ],
+        }
+    )
     publish(fake_dns, cfg)
     message = OutboxTransport(cfg).raw_message(fixed_issue.prepared(cfg), fixed_issue.recipient())
     assert verify_all(fake_dns, message) == [True, True]
 
 
-@pytest.mark.parametrize(("dkim_conf", "error"), [
-    ({"enabled": True}, "dkim.keys: DKIM is enabled but no key is configured"),
-    ({"keys": [{"selector": "s", "algorithm": "rsa-sha1", "key_file": "k"}]},
-     "dkim.keys[0].algorithm: 'rsa-sha1' is not one of rsa-sha256, ed25519-sha256"),
-    ({"keys": [{"selector": "s", "key_file": "k", "key_env": "K"}]},
-     "dkim.keys[0]: set exactly one of key_file and key_env"),
-    ({"keys": [{"selector": "bad selector", "key_file": "k"}]},
-     "dkim.keys[0].selector: 'bad selector' is not a DNS label"),
-    ({"domain": "not a domain"}, "dkim.domain: 'not a domain' is not a domain name"),
-    ({"headers": ["from", "to"]}, "dkim.headers: must sign subject, date"),
-])
+@pytest.mark.parametrize(
+    ("dkim_conf", "error"),
+    [
+        ({"enabled": True}, "dkim.keys: DKIM is enabled but no key is configured"),
+        (
+            {"keys": [{"selector": "s", "algorithm": "rsa-sha1", "key_file": "k"}]},
+            "dkim.keys[0].algorithm: 'rsa-sha1' is not one of rsa-sha256, ed25519-sha256",
+        ),
+        (
+            {"keys": [{"selector": "s", "key_file": "k", "key_env": "K"}]},
+            "dkim.keys[0]: set exactly one of key_file and key_env",
+        ),
+        (
+            {"keys": [{"selector": "bad selector", "key_file": "k"}]},
+            "dkim.keys[0].selector: 'bad selector' is not a DNS label",
+        ),
+        ({"domain": "not a domain"}, "dkim.domain: 'not a domain' is not a domain name"),
+        ({"headers": ["from", "to"]}, "dkim.headers: must sign subject, date"),
+    ],
+)
 def test_config_errors_name_the_key(dkim_conf, error):
     with pytest.raises(ConfigError, match=error.replace("[", r"\[").replace("]", r"\]")):
         fixed_issue.config(dkim=dkim_conf)
 
 
 def test_unreadable_or_mismatched_keys_name_the_key(keys, tmp_path, monkeypatch):
-    cfg = fixed_issue.config(dkim={"enabled": True, "keys": [
-        {"selector": "s", "key_file": str(tmp_path / "missing.pem")}]})
+    cfg = fixed_issue.config(
+        dkim={
+            "enabled": True,
+            "keys": [{"selector": "s", "key_file": str(tmp_path / "missing.pem")}],
+        }
+    )
     with pytest.raises(ConfigError, match=r"dkim.keys\[0\].key_file: cannot read"):
         kdkim.Signer(cfg)
-    cfg = fixed_issue.config(dkim={"enabled": True, "keys": [
-        {"selector": "s", "key_file": str(keys["ed25519-sha256"])}]})
+    cfg = fixed_issue.config(
+        dkim={"enabled": True, "keys": [{"selector": "s", "key_file": str(keys["ed25519-sha256"])}]}
+    )
     with pytest.raises(ConfigError, match=r"dkim.keys\[0\]: rsa-sha256 needs an RSA key"):
         kdkim.Signer(cfg)
     (tmp_path / "junk.pem").write_text("not a key")
-    cfg = fixed_issue.config(dkim={"enabled": True, "keys": [
-        {"selector": "s", "algorithm": "ed25519-sha256", "key_file": str(tmp_path / "junk.pem")}]})
+    cfg = fixed_issue.config(
+        dkim={
+            "enabled": True,
+            "keys": [
+                {
+                    "selector": "s",
+                    "algorithm": "ed25519-sha256",
+                    "key_file": str(tmp_path / "junk.pem"),
+                }
+            ],
+        }
+    )
     with pytest.raises(ConfigError, match="not a readable unencrypted PEM private key"):
         kdkim.Signer(cfg)
     monkeypatch.delenv("KPDIGEST_DKIM_NONE", raising=False)
-    cfg = fixed_issue.config(dkim={"enabled": True, "keys": [
-        {"selector": "s", "key_env": "KPDIGEST_DKIM_NONE"}]})
+    cfg = fixed_issue.config(
+        dkim={"enabled": True, "keys": [{"selector": "s", "key_env": "KPDIGEST_DKIM_NONE"}]}
+    )
     with pytest.raises(ConfigError, match="KPDIGEST_DKIM_NONE is not set"):
         kdkim.Signer(cfg)
 
@@ -233,6 +288,7 @@ def test_template_that_breaks_line_framing_falls_back_to_whole_message(keys, fak
 
 
 # --- SMTP: what the server receives verifies ----------------------------------------------
+
 
 class _Inbox:
     def __init__(self) -> None:
@@ -261,8 +317,14 @@ def test_smtp_transport_hands_over_signed_messages(keys, fake_dns):
         publish(fake_dns, cfg)
         transport = SmtpTransport(cfg)
         outcomes = transport.send_batch(fixed_issue.prepared(cfg), readers()[:4], "k")
-        transport.send_single(confirmation_message(cfg, to_email="c@example.org", name="C",
-                                                   confirm_url="https://digest.example.com/c/1"))
+        transport.send_single(
+            confirmation_message(
+                cfg,
+                to_email="c@example.org",
+                name="C",
+                confirm_url="https://digest.example.com/c/1",
+            )
+        )
         transport.close()
     finally:
         ctl.stop()

@@ -23,8 +23,11 @@ from pipeline.deliver.doctor.report import DoctorReport
 from tests.golden import fixed_issue
 from tests.test_prism_contract import PRISM, SPECS, _free_port, _need, _wait_port
 
-SPEC_FILES = {"postmark": "postmark/server.oas3.yml", "mailgun": "mailgun/openapi.prism-patched.yaml",
-              "resend": "resend/resend.yaml"}
+SPEC_FILES = {
+    "postmark": "postmark/server.oas3.yml",
+    "mailgun": "mailgun/openapi.prism-patched.yaml",
+    "resend": "resend/resend.yaml",
+}
 pytestmark = pytest.mark.xdist_group("prism")
 
 
@@ -38,9 +41,14 @@ def prism(tmp_path_factory) -> Iterator[dict[str, str]]:
         for kind, spec in SPEC_FILES.items():
             port = _free_port()
             with (logs / f"{kind}.log").open("wb") as log:
-                procs[kind] = (subprocess.Popen([str(PRISM), "mock", "-h", "127.0.0.1", "-p", str(port),
-                                                 str(SPECS / spec)], stdout=log,
-                                                stderr=subprocess.STDOUT), port)
+                procs[kind] = (
+                    subprocess.Popen(
+                        [str(PRISM), "mock", "-h", "127.0.0.1", "-p", str(port), str(SPECS / spec)],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    ),
+                    port,
+                )
         deadline = time.monotonic() + 90
         for p, port in procs.values():
             _wait_port(port, p, deadline)
@@ -68,7 +76,10 @@ def _run(kind: str, base: str, **opts: Any) -> tuple[DoctorReport, Passes, list[
 
 EXPECTED = {
     "postmark": (FindingLevel.OK, "postmark accepted the server token"),
-    "mailgun": (FindingLevel.OK, "mailgun has mg.example.com verified: it signs DKIM with d=mg.example.com"),
+    "mailgun": (
+        FindingLevel.OK,
+        "mailgun has mg.example.com verified: it signs DKIM with d=mg.example.com",
+    ),
     # Prism's answer: example.com, in the spec's first status (not "verified")
     "resend": (FindingLevel.FAIL, "resend does not have example.com verified (status "),
 }
@@ -87,8 +98,9 @@ def test_provider_calls_validate_against_the_spec(prism, monkeypatch, kind):
     assert [v for v in violations if v["location"][0] == "request"] == []
     assert 200 <= seen[0].status_code < 300, (seen[0].status_code, seen[0].text[:300])
     level, message = EXPECTED[kind]
-    assert any(f.level == level and f.message.startswith(message) for f in report.findings), \
-        [f.line() for f in report.findings]
+    assert any(f.level == level and f.message.startswith(message) for f in report.findings), [
+        f.line() for f in report.findings
+    ]
 
 
 def test_missing_credentials_are_a_failure_without_a_call(monkeypatch):
@@ -106,7 +118,9 @@ def sendgrid() -> Iterator[tuple[str, dict[str, Any]]]:
         def do_GET(self) -> None:
             state["asked"].append(self.path)
             ok = self.headers.get("Authorization") == "Bearer SG.good"
-            body = json.dumps(state["domains"] if ok else {"errors": [{"message": "authorization required"}]})
+            body = json.dumps(
+                state["domains"] if ok else {"errors": [{"message": "authorization required"}]}
+            )
             self.send_response(200 if ok else 401)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -123,14 +137,30 @@ def sendgrid() -> Iterator[tuple[str, dict[str, Any]]]:
     httpd.server_close()
 
 
-@pytest.mark.parametrize(("key", "domains", "level", "message"), [
-    ("SG.good", [{"domain": "example.com", "valid": True}], FindingLevel.OK,
-     "sendgrid has example.com verified"),
-    ("SG.good", [{"domain": "example.com", "valid": False}], FindingLevel.FAIL,
-     "sendgrid does not have example.com verified (DNS records not valid yet)"),
-    ("SG.good", [], FindingLevel.FAIL, "sendgrid does not have example.com verified (not authenticated)"),
-    ("SG.bad", [], FindingLevel.FAIL, "sendgrid refused the credentials (HTTP 401"),
-])
+@pytest.mark.parametrize(
+    ("key", "domains", "level", "message"),
+    [
+        (
+            "SG.good",
+            [{"domain": "example.com", "valid": True}],
+            FindingLevel.OK,
+            "sendgrid has example.com verified",
+        ),
+        (
+            "SG.good",
+            [{"domain": "example.com", "valid": False}],
+            FindingLevel.FAIL,
+            "sendgrid does not have example.com verified (DNS records not valid yet)",
+        ),
+        (
+            "SG.good",
+            [],
+            FindingLevel.FAIL,
+            "sendgrid does not have example.com verified (not authenticated)",
+        ),
+        ("SG.bad", [], FindingLevel.FAIL, "sendgrid refused the credentials (HTTP 401"),
+    ],
+)
 def test_sendgrid_domain_authentication(sendgrid, monkeypatch, key, domains, level, message):
     base, state = sendgrid
     state["domains"] = domains

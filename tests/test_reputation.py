@@ -28,8 +28,11 @@ def _sent(ctx, number: int, days_ago: float = 1) -> None:
     when = utcnow() - timedelta(days=days_ago)
     with ctx.engine.begin() as conn:
         iid = conn.execute(select(issues.c.id).where(issues.c.number == number)).scalar_one()
-        conn.execute(update(deliveries).where(deliveries.c.issue_id == iid)
-                     .values(state="sent", sent_at=when))
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.issue_id == iid)
+            .values(state="sent", sent_at=when)
+        )
 
 
 def _events(ctx, kind: str, n: int, days_ago: float = 1, tag: str = "") -> None:
@@ -37,19 +40,43 @@ def _events(ctx, kind: str, n: int, days_ago: float = 1, tag: str = "") -> None:
         return
     when = utcnow() - timedelta(days=days_ago)
     with ctx.engine.begin() as conn:
-        conn.execute(insert(webhook_events), [
-            {"provider": "postmark", "event_id": f"{kind}{tag}{i}", "kind": kind,
-             "email": f"r{i}@example.com", "payload": "{}", "received_at": when} for i in range(n)])
+        conn.execute(
+            insert(webhook_events),
+            [
+                {
+                    "provider": "postmark",
+                    "event_id": f"{kind}{tag}{i}",
+                    "kind": kind,
+                    "email": f"r{i}@example.com",
+                    "payload": "{}",
+                    "received_at": when,
+                }
+                for i in range(n)
+            ],
+        )
 
 
-@pytest.mark.parametrize(("complaints", "bounces", "level", "reason"), [
-    (0, 0, RateLevel.OK, ""),
-    (1, 0, RateLevel.OK, ""),  # 0.05 %
-    (2, 0, RateLevel.WARN, "complaint rate 0.10% reaches 0.1%; sending pauses at 0.3%"),
-    (6, 0, RateLevel.PAUSE, "complaint rate 0.30% reaches 0.3% (Gmail rejects bulk mail past 0.3 %)"),
-    (0, 41, RateLevel.PAUSE, "hard-bounce rate 2.05% is over 2.0%: clean the list before sending more"),
-    (0, 40, RateLevel.OK, ""),
-])
+@pytest.mark.parametrize(
+    ("complaints", "bounces", "level", "reason"),
+    [
+        (0, 0, RateLevel.OK, ""),
+        (1, 0, RateLevel.OK, ""),  # 0.05 %
+        (2, 0, RateLevel.WARN, "complaint rate 0.10% reaches 0.1%; sending pauses at 0.3%"),
+        (
+            6,
+            0,
+            RateLevel.PAUSE,
+            "complaint rate 0.30% reaches 0.3% (Gmail rejects bulk mail past 0.3 %)",
+        ),
+        (
+            0,
+            41,
+            RateLevel.PAUSE,
+            "hard-bounce rate 2.05% is over 2.0%: clean the list before sending more",
+        ),
+        (0, 40, RateLevel.OK, ""),
+    ],
+)
 def test_levels(ctx, complaints, bounces, level, reason):
     number = make_issue(ctx, 2000)
     _sent(ctx, number)
@@ -81,15 +108,19 @@ def test_pause_line_pauses_the_sending_issue_and_refuses_new_sends(ctx, monkeypa
     _sent(ctx, sending)
     nxt = make_issue(ctx)
     with ctx.engine.begin() as conn:
-        conn.execute(update(issues).where(issues.c.number == sending)
-                     .values(status="sending", send_started_at=utcnow()))
+        conn.execute(
+            update(issues)
+            .where(issues.c.number == sending)
+            .values(status="sending", send_started_at=utcnow())
+        )
     assert enforce(ctx) == []
     _events(ctx, "complaint", 4)
     result = body_for("dispatch", ctx, threading.Event())()
     assert f"paused issue(s) #{sending}: complaint or bounce rate" in result.message
     with ctx.engine.connect() as conn:
-        row = conn.execute(select(issues.c.status, issues.c.pause_reason)
-                           .where(issues.c.number == sending)).one()
+        row = conn.execute(
+            select(issues.c.status, issues.c.pause_reason).where(issues.c.number == sending)
+        ).one()
     assert row.status == "paused"
     assert row.pause_reason.startswith("complaint rate 0.40% reaches 0.3%")
     monkeypatch.setattr("pipeline.deliver.engine.ensure_sendable", lambda ctx, number: None)
@@ -107,8 +138,10 @@ def test_issue_status_and_desk_show_the_rates(ctx, monkeypatch, tmp_path):
     runner = CliRunner()
     out = runner.invoke(main, ["--config", str(ctx.config.source), "issue", "status", str(number)])
     assert out.exit_code == 0, out.output
-    assert ("reputation: example.com, last 30 days: 1000 sent, complaints 2 (0.20%), hard bounces 0 "
-            "(0.00%): warn - complaint rate 0.20% reaches 0.1%") in out.output
+    assert (
+        "reputation: example.com, last 30 days: 1000 sent, complaints 2 (0.20%), hard bounces 0 "
+        "(0.00%): warn - complaint rate 0.20% reaches 0.1%"
+    ) in out.output
     client = make_app(ctx).test_client()
     login_as(client, ctx, "admin")
     page = client.get("/desk/").get_data(as_text=True)

@@ -45,6 +45,7 @@ B64_LINE = 72
 
 # --- canonicalisation (RFC 6376 3.4.2 and 3.4.4) -------------------------------------------
 
+
 def relaxed_header(name: bytes, value: bytes) -> bytes:
     """`name:value` + CRLF: name lower-cased, value unfolded, whitespace runs as one space."""
     value = _WSP.sub(b" ", _FOLD.sub(b"", value)).strip(b" \t\r\n")
@@ -103,6 +104,7 @@ def select_headers(fields: Sequence[tuple[bytes, Any]], names: Sequence[str]) ->
 
 # --- keys ------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class SigningKey:
     """One selector's private key."""
@@ -123,8 +125,9 @@ class SigningKey:
         """The TXT record to publish at `<selector>._domainkey.<domain>`."""
         pub = self.private.public_key()
         if self.algorithm == "rsa-sha256":
-            der = pub.public_bytes(serialization.Encoding.DER,
-                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+            der = pub.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
             return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
         raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return f"v=DKIM1; k=ed25519; p={base64.b64encode(raw).decode()}"
@@ -141,14 +144,17 @@ def parse_private_key(data: bytes, algorithm: str, where: str) -> Any:
     except (ValueError, TypeError) as exc:
         raw = _b64_seed(data)
         if algorithm != "ed25519-sha256" or raw is None:
-            raise ConfigError(f"{where}: not a readable unencrypted PEM private key ({exc})") from exc
+            raise ConfigError(
+                f"{where}: not a readable unencrypted PEM private key ({exc})"
+            ) from exc
         key = ed25519.Ed25519PrivateKey.from_private_bytes(raw)
     if algorithm == "rsa-sha256":
         if not isinstance(key, rsa.RSAPrivateKey):
             raise ConfigError(f"{where}: rsa-sha256 needs an RSA key, got {type(key).__name__}")
         if key.key_size < 1024:
-            raise ConfigError(f"{where}: RSA key of {key.key_size} bits; receivers need 1024+ "
-                              "(2048 recommended)")
+            raise ConfigError(
+                f"{where}: RSA key of {key.key_size} bits; receivers need 1024+ (2048 recommended)"
+            )
     elif not isinstance(key, ed25519.Ed25519PrivateKey):
         raise ConfigError(f"{where}: ed25519-sha256 needs an Ed25519 key, got {type(key).__name__}")
     return key
@@ -175,7 +181,9 @@ def load_key(cfg: Config, index: int, conf: DkimKey) -> SigningKey:
         try:
             data = _read(path, path.stat().st_mtime_ns)
         except OSError as exc:
-            raise ConfigError(f"{where}.key_file: cannot read {path}: {exc.strerror or exc}") from exc
+            raise ConfigError(
+                f"{where}.key_file: cannot read {path}: {exc.strerror or exc}"
+            ) from exc
     return SigningKey(conf.selector, conf.algorithm, parse_private_key(data, conf.algorithm, where))
 
 
@@ -186,13 +194,18 @@ def _read(path: Path, _mtime: int) -> bytes:
 
 def generate_key(algorithm: str) -> bytes:
     """A new private key as PKCS#8 PEM (RSA: 2048 bits)."""
-    key: Any = (rsa.generate_private_key(public_exponent=65537, key_size=2048)
-                if algorithm == "rsa-sha256" else ed25519.Ed25519PrivateKey.generate())
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    key: Any = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if algorithm == "rsa-sha256"
+        else ed25519.Ed25519PrivateKey.generate()
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 # --- signing ---------------------------------------------------------------------------------
+
 
 class Signer:
     """The configured keys and signing policy (one instance per send)."""
@@ -202,7 +215,9 @@ class Signer:
         self.domain = d.domain or cfg.sender.domain
         self.headers = [h.lower() for h in d.headers]
         self.timestamp = d.timestamp
-        self.keys = keys if keys is not None else [load_key(cfg, i, k) for i, k in enumerate(d.keys)]
+        self.keys = (
+            keys if keys is not None else [load_key(cfg, i, k) for i, k in enumerate(d.keys)]
+        )
         if not self.keys:
             raise ConfigError("dkim.keys: DKIM is enabled but no key is configured")
 
@@ -221,7 +236,7 @@ class Signer:
             value = self._tags(key, body_hash)
             sig = key.sign(signed + relaxed_header(b"DKIM-Signature", value)[:-2])
             b64 = base64.b64encode(sig)
-            folded = b"\r\n ".join(b64[i:i + B64_LINE] for i in range(0, len(b64), B64_LINE))
+            folded = b"\r\n ".join(b64[i : i + B64_LINE] for i in range(0, len(b64), B64_LINE))
             out.append(b"DKIM-Signature: " + value + folded + CRLF)
         return b"".join(out)
 
@@ -230,10 +245,13 @@ class Signer:
         m = _HEADER_END.search(message)
         if m is None:
             raise ValueError("message has no header/body separator")
-        fields = split_headers(message[:m.start() + 2])
-        body_hash = hashlib.sha256(relaxed_body(message[m.end():])).digest()
-        signed = b"".join(relaxed_header(*fields[i])
-                          for i in select_headers(fields, self.headers) if i is not None)
+        fields = split_headers(message[: m.start() + 2])
+        body_hash = hashlib.sha256(relaxed_body(message[m.end() :])).digest()
+        signed = b"".join(
+            relaxed_header(*fields[i])
+            for i in select_headers(fields, self.headers)
+            if i is not None
+        )
         return self.signature_headers(signed, body_hash) + message
 
     def for_template(self, template: MessageTemplate) -> VariantSigner:
@@ -253,13 +271,15 @@ class VariantSigner:
     def __init__(self, signer: Signer, template: MessageTemplate) -> None:
         self.signer = signer
         literals = template.literals
-        marked = b"".join(lit + (b"" if i == len(literals) - 1 else b"\x00%d\x00" % i)
-                          for i, lit in enumerate(literals))
+        marked = b"".join(
+            lit + (b"" if i == len(literals) - 1 else b"\x00%d\x00" % i)
+            for i, lit in enumerate(literals)
+        )
         m = _HEADER_END.search(marked)
         if m is None:
             raise ValueError("template has no header/body separator")
-        self._headers(marked[:m.start() + 2])
-        self._body(marked[m.end():])
+        self._headers(marked[: m.start() + 2])
+        self._body(marked[m.end() :])
 
     def _headers(self, head: bytes) -> None:
         fields = split_headers(head)
@@ -286,8 +306,9 @@ class VariantSigner:
                     self.exact = False
         last = pieces[-1]
         assert isinstance(last, bytes)
-        canon: list[bytes | int] = [relaxed_body_piece(p) if isinstance(p, bytes) else p
-                                    for p in pieces[:-1]]
+        canon: list[bytes | int] = [
+            relaxed_body_piece(p) if isinstance(p, bytes) else p for p in pieces[:-1]
+        ]
         canon.append(relaxed_body(last))
         first = canon[0]
         assert isinstance(first, bytes)
@@ -306,10 +327,13 @@ class VariantSigner:
         if not self.exact:
             return self.signer.sign_bytes(message)
         signed = b"".join(
-            p if isinstance(p, bytes)
-            else relaxed_header(p[0], b"".join(x if isinstance(x, bytes) else parts[2 * x + 1]
-                                               for x in p[1]))
-            for p in self.header_plan)
+            p
+            if isinstance(p, bytes)
+            else relaxed_header(
+                p[0], b"".join(x if isinstance(x, bytes) else parts[2 * x + 1] for x in p[1])
+            )
+            for p in self.header_plan
+        )
         return self.signer.signature_headers(signed, self.body_hash(parts)) + message
 
 
@@ -321,7 +345,7 @@ def _split_markers(data: bytes) -> list[bytes | int]:
     out: list[bytes | int] = []
     pos = 0
     for m in _MARK.finditer(data):
-        out += [data[pos:m.start()], int(m.group(1))]
+        out += [data[pos : m.start()], int(m.group(1))]
         pos = m.end()
     out.append(data[pos:])
     return out

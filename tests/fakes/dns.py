@@ -35,13 +35,15 @@ class Zones(BaseResolver):
         rtype = rtype.upper()
         if rtype == "TXT":
             data = value.encode() if isinstance(value, str) else value
-            rdata: Any = TXT([data[i:i + 255] for i in range(0, len(data), 255)] or [b""])
+            rdata: Any = TXT([data[i : i + 255] for i in range(0, len(data), 255)] or [b""])
         elif rtype == "MX":
             rdata = MX(value[1], value[0])
         else:
             rdata = _RDATA[rtype](value)
         with self.lock:
-            self.records[DNSLabel(name)].append(RR(name, getattr(QTYPE, rtype), rdata=rdata, ttl=ttl))
+            self.records[DNSLabel(name)].append(
+                RR(name, getattr(QTYPE, rtype), rdata=rdata, ttl=ttl)
+            )
 
     def clear(self) -> None:
         with self.lock:
@@ -74,8 +76,9 @@ class FakeDns:
             self.port = _free_port()
             try:
                 self.udp = DNSServer(self.zones, port=self.port, address="127.0.0.1", logger=logger)
-                self.tcp = DNSServer(self.zones, port=self.port, address="127.0.0.1", tcp=True,
-                                     logger=logger)
+                self.tcp = DNSServer(
+                    self.zones, port=self.port, address="127.0.0.1", tcp=True, logger=logger
+                )
                 break
             except OSError:
                 continue

@@ -33,8 +33,13 @@ from pipeline.deliver.doctor.site import check_one_click, check_secrets
 __all__ = ["DoctorReport", "Finding", "ensure_domain_ready", "run_doctor"]
 
 
-def run_doctor(cfg: Config, *, dns: Dns | None = None, session: requests.Session | None = None,
-               network: bool = True) -> DoctorReport:
+def run_doctor(
+    cfg: Config,
+    *,
+    dns: Dns | None = None,
+    session: requests.Session | None = None,
+    network: bool = True,
+) -> DoctorReport:
     """Every check for the configured transport. `network=False` leaves out the ones that
     connect somewhere other than DNS (provider API, SMTP server, the site)."""
     dns = dns or Dns(cfg)
@@ -43,9 +48,11 @@ def run_doctor(cfg: Config, *, dns: Dns | None = None, session: requests.Session
     steps: list[tuple[str, Callable[[], None]]] = []
     if network:
         steps.append(("provider", lambda: check_provider(cfg, report, passes, session)))
-    steps += [("spf", lambda: check_spf(cfg, dns, report, passes)),
-              ("dkim", lambda: check_dkim(cfg, dns, report, passes)),
-              ("dmarc", lambda: check_dmarc(cfg, dns, report, passes))]
+    steps += [
+        ("spf", lambda: check_spf(cfg, dns, report, passes)),
+        ("dkim", lambda: check_dkim(cfg, dns, report, passes)),
+        ("dmarc", lambda: check_dmarc(cfg, dns, report, passes)),
+    ]
     if cfg.transport.name != "outbox":
         steps.append(("bounce", lambda: check_bounce_domain(cfg, dns, report)))
     if cfg.transport.name == "smtp":
@@ -59,8 +66,11 @@ def run_doctor(cfg: Config, *, dns: Dns | None = None, session: requests.Session
         try:
             step()
         except DnsUnavailable as exc:
-            report.add(check, FindingLevel.FAIL, f"{exc}: nothing could be concluded "
-                       "(check doctor.nameservers)")
+            report.add(
+                check,
+                FindingLevel.FAIL,
+                f"{exc}: nothing could be concluded (check doctor.nameservers)",
+            )
         except ConfigError as exc:
             report.add(check, FindingLevel.FAIL, str(exc))
     return report
@@ -74,7 +84,9 @@ def ensure_domain_ready(cfg: Config, *, dns: Dns | None = None) -> DoctorReport 
         return None
     report = run_doctor(cfg, dns=dns)
     if not report.ok:
-        raise CheckFailed(f"sending domain {cfg.sender.domain} fails `kpdigest doctor`: "
-                          + "; ".join(f"{f.check}: {f.message}" for f in report.failures)
-                          + " (use --force to send anyway)")
+        raise CheckFailed(
+            f"sending domain {cfg.sender.domain} fails `kpdigest doctor`: "
+            + "; ".join(f"{f.check}: {f.message}" for f in report.failures)
+            + " (use --force to send anyway)"
+        )
     return report

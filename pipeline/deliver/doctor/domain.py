@@ -20,8 +20,13 @@ from pipeline.deliver.doctor.report import DoctorReport
 
 OK, WARN, FAIL = FindingLevel.OK, FindingLevel.WARN, FindingLevel.FAIL
 # The include each provider's SPF needs (Resend sends through Amazon SES).
-PROVIDER_SPF = {"postmark": "spf.mtasv.net", "sendgrid": "sendgrid.net", "mailgun": "mailgun.org",
-                "resend": "amazonses.com", "ses": "amazonses.com"}
+PROVIDER_SPF = {
+    "postmark": "spf.mtasv.net",
+    "sendgrid": "sendgrid.net",
+    "mailgun": "mailgun.org",
+    "resend": "amazonses.com",
+    "ses": "amazonses.com",
+}
 RAW_MIME = ("smtp", "ses", "outbox")
 
 
@@ -61,13 +66,19 @@ def check_spf(cfg: Config, dns: Dns, report: DoctorReport, passes: Passes) -> No
             return
         bad = [a for a, r in results.items() if r.result != "pass"]
         if bad:
-            report.add("spf", FAIL, f"SPF of {domain} does not authorise the SMTP host {host} "
-                       f"({', '.join(bad)}: {results[bad[0]].result})",
-                       fix=f'{domain} TXT "v=spf1 ' + " ".join(_ip_mech(a) for a in addresses) + ' -all"'
-                       " (or add those mechanisms to the existing record)")
+            report.add(
+                "spf",
+                FAIL,
+                f"SPF of {domain} does not authorise the SMTP host {host} "
+                f"({', '.join(bad)}: {results[bad[0]].result})",
+                fix=f'{domain} TXT "v=spf1 ' + " ".join(_ip_mech(a) for a in addresses) + ' -all"'
+                " (or add those mechanisms to the existing record)",
+            )
             return
         passes.spf_pass = True
-        report.add("spf", OK, f"SPF of {domain} authorises the SMTP host {host} ({', '.join(addresses)})")
+        report.add(
+            "spf", OK, f"SPF of {domain} authorises the SMTP host {host} ({', '.join(addresses)})"
+        )
         _all_qualifier(report, domain, spf.all_qualifier)
         return
     include = PROVIDER_SPF.get(name)
@@ -78,8 +89,12 @@ def check_spf(cfg: Config, dns: Dns, report: DoctorReport, passes: Passes) -> No
     if _spf_errors(report, domain, spf):
         return
     if include not in spf.includes:
-        report.add("spf", FAIL, f"SPF of {domain} does not include {include} ({name})",
-                   fix=f"add include:{include} to the v=spf1 record of {domain}")
+        report.add(
+            "spf",
+            FAIL,
+            f"SPF of {domain} does not include {include} ({name})",
+            fix=f"add include:{include} to the v=spf1 record of {domain}",
+        )
         return
     passes.spf_pass = True
     report.add("spf", OK, f"SPF of {domain} includes {include} ({name})")
@@ -89,17 +104,28 @@ def check_spf(cfg: Config, dns: Dns, report: DoctorReport, passes: Passes) -> No
 def _spf_errors(report: DoctorReport, domain: str, spf: object) -> bool:
     errors = getattr(spf, "errors", [])
     if errors:
-        report.add("spf", FAIL, "; ".join(errors),
-                   fix=f'{domain} TXT "v=spf1 <your provider\'s include or addresses> -all"')
+        report.add(
+            "spf",
+            FAIL,
+            "; ".join(errors),
+            fix=f'{domain} TXT "v=spf1 <your provider\'s include or addresses> -all"',
+        )
     return bool(errors)
 
 
 def _all_qualifier(report: DoctorReport, domain: str, qualifier: str) -> None:
     if qualifier in ("pass", "neutral"):
-        report.add("spf", WARN, f"SPF of {domain} ends in {'+' if qualifier == 'pass' else '?'}all: "
-                   "anyone may send as this domain", fix="end the record with ~all or -all")
+        report.add(
+            "spf",
+            WARN,
+            f"SPF of {domain} ends in {'+' if qualifier == 'pass' else '?'}all: "
+            "anyone may send as this domain",
+            fix="end the record with ~all or -all",
+        )
     elif not qualifier:
-        report.add("spf", WARN, f"SPF of {domain} has no 'all' mechanism", fix="end it with ~all or -all")
+        report.add(
+            "spf", WARN, f"SPF of {domain} has no 'all' mechanism", fix="end it with ~all or -all"
+        )
 
 
 def _ip_mech(address: str) -> str:
@@ -112,15 +138,23 @@ def check_dkim(cfg: Config, dns: Dns, report: DoctorReport, passes: Passes) -> N
     name = cfg.transport.name
     if not cfg.dkim.enabled:
         if name == "smtp":
-            report.add("dkim", FAIL, "the SMTP transport sends unsigned mail: Gmail, Yahoo and "
-                       "Outlook require DKIM from bulk senders",
-                       fix="add [dkim] enabled = true with a key (kpdigest doctor --keygen rsa-sha256)")
+            report.add(
+                "dkim",
+                FAIL,
+                "the SMTP transport sends unsigned mail: Gmail, Yahoo and "
+                "Outlook require DKIM from bulk senders",
+                fix="add [dkim] enabled = true with a key (kpdigest doctor --keygen rsa-sha256)",
+            )
         elif name == "outbox":
             report.add("dkim", WARN, "[dkim] is off: outbox files are unsigned")
         return
     if name not in RAW_MIME:
-        report.add("dkim", WARN, f"[dkim] signs only raw-MIME transports; {name} signs with the "
-                   "keys it publishes for your domain (see the provider check)")
+        report.add(
+            "dkim",
+            WARN,
+            f"[dkim] signs only raw-MIME transports; {name} signs with the "
+            "keys it publishes for your domain (see the provider check)",
+        )
         return
     domain = cfg.dkim.domain or cfg.sender.domain
     good: list[str] = []
@@ -137,19 +171,30 @@ def _key_published(dns: Dns, report: DoctorReport, key: SigningKey, domain: str)
     fix = f'{name} TXT "{key.public_record}"'
     record, why = dkim_key_record(dns, key.selector, domain)
     if record is None:
-        report.add("dkim", FAIL, f"{why}: receivers cannot verify the {key.algorithm} signature", fix)
+        report.add(
+            "dkim", FAIL, f"{why}: receivers cannot verify the {key.algorithm} signature", fix
+        )
         return False
     want_k = "rsa" if key.algorithm == "rsa-sha256" else "ed25519"
     if record.get("k", "rsa") != want_k:
-        report.add("dkim", FAIL, f"{name} is a k={record.get('k', 'rsa')} key; the configured key is "
-                   f"{want_k}", fix)
+        report.add(
+            "dkim",
+            FAIL,
+            f"{name} is a k={record.get('k', 'rsa')} key; the configured key is {want_k}",
+            fix,
+        )
         return False
     if not record.get("p"):
         report.add("dkim", FAIL, f"{name} is revoked (empty p=)", fix)
         return False
     if record["p"] != key.public_b64:
-        report.add("dkim", FAIL, f"{name} publishes a different public key than the configured "
-                   "private key: every signature would fail", fix)
+        report.add(
+            "dkim",
+            FAIL,
+            f"{name} publishes a different public key than the configured "
+            "private key: every signature would fail",
+            fix,
+        )
         return False
     if key.algorithm == "rsa-sha256" and key.private.key_size < 2048:
         report.add("dkim", WARN, f"{name}: RSA key of {key.private.key_size} bits; use 2048")
@@ -167,28 +212,47 @@ def check_dmarc(cfg: Config, dns: Dns, report: DoctorReport, passes: Passes) -> 
         report.add("dmarc", FAIL, "; ".join(d.errors), fix)
         return
     if d.found_at is None:
-        report.add("dmarc", FAIL, f"no DMARC record for {author} or any parent domain "
-                   "(Gmail and Yahoo require one from bulk senders: 5.7.26)", fix)
+        report.add(
+            "dmarc",
+            FAIL,
+            f"no DMARC record for {author} or any parent domain "
+            "(Gmail and Yahoo require one from bulk senders: 5.7.26)",
+            fix,
+        )
         return
     where = "" if d.found_at == author else f" (inherited from {d.found_at})"
     policy = d.policy
     if policy == "none":
-        report.add("dmarc", OK, f"DMARC p=none for {author}{where}: meets the bulk-sender rule; "
-                   "quarantine or reject also protects the domain from spoofing")
+        report.add(
+            "dmarc",
+            OK,
+            f"DMARC p=none for {author}{where}: meets the bulk-sender rule; "
+            "quarantine or reject also protects the domain from spoofing",
+        )
     else:
         report.add("dmarc", OK, f"DMARC p={policy} for {author}{where}")
     gone = [t for t in DMARC_GONE_TAGS if t in d.tags]
     if gone:
-        report.add("dmarc", WARN, f"_dmarc.{d.found_at} carries {', '.join(gone)}=, removed by "
-                   "RFC 9989 (ignored by receivers)", fix="remove " + ", ".join(f"{t}=" for t in gone))
+        report.add(
+            "dmarc",
+            WARN,
+            f"_dmarc.{d.found_at} carries {', '.join(gone)}=, removed by "
+            "RFC 9989 (ignored by receivers)",
+            fix="remove " + ", ".join(f"{t}=" for t in gone),
+        )
     if "rua" not in d.tags:
-        report.add("dmarc", WARN, f"_dmarc.{d.found_at} has no rua=: no aggregate reports",
-                   fix=f"add rua=mailto:dmarc@{author}")
+        report.add(
+            "dmarc",
+            WARN,
+            f"_dmarc.{d.found_at} has no rua=: no aggregate reports",
+            fix=f"add rua=mailto:dmarc@{author}",
+        )
     _alignment(cfg, report, passes, d.tags, d.found_at)
 
 
-def _alignment(cfg: Config, report: DoctorReport, passes: Passes, tags: dict[str, str],
-               org: str) -> None:
+def _alignment(
+    cfg: Config, report: DoctorReport, passes: Passes, tags: dict[str, str], org: str
+) -> None:
     author = cfg.sender.domain
     spf_ok = passes.spf_pass and aligned(passes.spf_domain, author, tags.get("aspf", "r"), org)
     dkim_ok = [d for d in passes.dkim_domains if aligned(d, author, tags.get("adkim", "r"), org)]
@@ -198,23 +262,38 @@ def _alignment(cfg: Config, report: DoctorReport, passes: Passes, tags: dict[str
     if dkim_ok:
         how.append(f"DKIM (d={dkim_ok[0]})")
     if how:
-        report.add("alignment", OK, f"DMARC passes for From {author} with the {cfg.transport.name} "
-                   f"transport through {' and '.join(how)}")
+        report.add(
+            "alignment",
+            OK,
+            f"DMARC passes for From {author} with the {cfg.transport.name} "
+            f"transport through {' and '.join(how)}",
+        )
     elif cfg.transport.name != "outbox":
-        report.add("alignment", FAIL, f"neither SPF nor DKIM aligns with From {author} for the "
-                   f"{cfg.transport.name} transport: DMARC fails at the receiver",
-                   fix="publish the DKIM record (or verify the domain at the provider) for "
-                   f"{author}, or set a return-path under {author}")
+        report.add(
+            "alignment",
+            FAIL,
+            f"neither SPF nor DKIM aligns with From {author} for the "
+            f"{cfg.transport.name} transport: DMARC fails at the receiver",
+            fix="publish the DKIM record (or verify the domain at the provider) for "
+            f"{author}, or set a return-path under {author}",
+        )
 
 
 def check_bounce_domain(cfg: Config, dns: Dns, report: DoctorReport) -> None:
     domain = envelope_domain(cfg)
     mx = dns.mx(domain)
     if mx is None:
-        report.add("bounce", FAIL, f"the bounce (Return-Path) domain {domain} does not exist in DNS")
+        report.add(
+            "bounce", FAIL, f"the bounce (Return-Path) domain {domain} does not exist in DNS"
+        )
     elif not mx:
         has_address = bool(dns.addresses(domain))
-        report.add("bounce", FAIL, f"the bounce (Return-Path) domain {domain} has no MX record"
-                   + ("" if has_address else " and no address"), fix=f"{domain} MX 10 <your mail host>")
+        report.add(
+            "bounce",
+            FAIL,
+            f"the bounce (Return-Path) domain {domain} has no MX record"
+            + ("" if has_address else " and no address"),
+            fix=f"{domain} MX 10 <your mail host>",
+        )
     else:
         report.add("bounce", OK, f"bounces to {domain} go to {mx[0][1]} (MX)")

@@ -86,6 +86,7 @@ def tags(record: str) -> dict[str, str]:
     for part in record.split(";"):
         key, sep, value = part.partition("=")
         if sep:
-            out.setdefault(key.strip().lower(), "".join(value.split()) if key.strip() == "p"
-                           else value.strip())
+            out.setdefault(
+                key.strip().lower(), "".join(value.split()) if key.strip() == "p" else value.strip()
+            )
     return out

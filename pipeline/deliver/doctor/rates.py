@@ -42,9 +42,11 @@ class Rates:
         return self.hard_bounces / self.sent if self.sent else 0.0
 
     def line(self) -> str:
-        head = (f"{self.domain}, last {self.days} days: {self.sent} sent, complaints "
-                f"{self.complaints} ({self.complaint_rate:.2%}), hard bounces {self.hard_bounces} "
-                f"({self.hard_bounce_rate:.2%})")
+        head = (
+            f"{self.domain}, last {self.days} days: {self.sent} sent, complaints "
+            f"{self.complaints} ({self.complaint_rate:.2%}), hard bounces {self.hard_bounces} "
+            f"({self.hard_bounce_rate:.2%})"
+        )
         return f"{head}: {self.level.value}{' - ' + self.reason if self.reason else ''}"
 
 
@@ -53,13 +55,21 @@ def sending_rates(ctx: Context) -> Rates:
     rep = cfg.reputation
     since = utcnow() - timedelta(days=rep.window_days)
     with ctx.engine.connect() as conn:
-        sent = conn.execute(select(func.count()).select_from(deliveries).where(
-            deliveries.c.state == DeliveryState.SENT, deliveries.c.sent_at >= since)).scalar_one()
-        kinds = dict(conn.execute(
-            select(webhook_events.c.kind, func.count()).where(
-                webhook_events.c.received_at >= since,
-                webhook_events.c.kind.in_(("complaint", "hard_bounce")))
-            .group_by(webhook_events.c.kind)).all())
+        sent = conn.execute(
+            select(func.count())
+            .select_from(deliveries)
+            .where(deliveries.c.state == DeliveryState.SENT, deliveries.c.sent_at >= since)
+        ).scalar_one()
+        kinds = dict(
+            conn.execute(
+                select(webhook_events.c.kind, func.count())
+                .where(
+                    webhook_events.c.received_at >= since,
+                    webhook_events.c.kind.in_(("complaint", "hard_bounce")),
+                )
+                .group_by(webhook_events.c.kind)
+            ).all()
+        )
     complaints, bounces = int(kinds.get("complaint", 0)), int(kinds.get("hard_bounce", 0))
     level, reason = _judge(ctx, int(sent), complaints, bounces)
     return Rates(cfg.sender.domain, rep.window_days, int(sent), complaints, bounces, level, reason)
@@ -72,15 +82,21 @@ def _judge(ctx: Context, sent: int, complaints: int, bounces: int) -> tuple[Rate
     c, b = complaints / sent, bounces / sent
     small = sent < rep.min_sent
     if c >= rep.complaint_pause and not small:
-        return RateLevel.PAUSE, (f"complaint rate {c:.2%} reaches {rep.complaint_pause:.1%} "
-                                 "(Gmail rejects bulk mail past 0.3 %)")
+        return RateLevel.PAUSE, (
+            f"complaint rate {c:.2%} reaches {rep.complaint_pause:.1%} "
+            "(Gmail rejects bulk mail past 0.3 %)"
+        )
     if b > rep.hard_bounce_pause and not small:
-        return RateLevel.PAUSE, (f"hard-bounce rate {b:.2%} is over {rep.hard_bounce_pause:.1%}: "
-                                 "clean the list before sending more")
+        return RateLevel.PAUSE, (
+            f"hard-bounce rate {b:.2%} is over {rep.hard_bounce_pause:.1%}: "
+            "clean the list before sending more"
+        )
     if c >= rep.complaint_warn:
-        return RateLevel.WARN, (f"complaint rate {c:.2%} reaches {rep.complaint_warn:.1%}; "
-                                f"sending pauses at {rep.complaint_pause:.1%}"
-                                + (f" (only {sent} sent: not enforced yet)" if small else ""))
+        return RateLevel.WARN, (
+            f"complaint rate {c:.2%} reaches {rep.complaint_warn:.1%}; "
+            f"sending pauses at {rep.complaint_pause:.1%}"
+            + (f" (only {sent} sent: not enforced yet)" if small else "")
+        )
     return RateLevel.OK, ""
 
 
@@ -92,14 +108,21 @@ def enforce(ctx: Context) -> list[int]:
     if rates.level != RateLevel.PAUSE:
         return []
     with ctx.engine.begin() as conn:
-        rows = conn.execute(select(issues.c.id, issues.c.number).where(
-            issues.c.status.in_((IssueStatus.SENDING, IssueStatus.FROZEN)),
-            issues.c.send_started_at.is_not(None))).all()
+        rows = conn.execute(
+            select(issues.c.id, issues.c.number).where(
+                issues.c.status.in_((IssueStatus.SENDING, IssueStatus.FROZEN)),
+                issues.c.send_started_at.is_not(None),
+            )
+        ).all()
         if rows:
-            conn.execute(update(issues).where(issues.c.id.in_([r.id for r in rows]),
-                                              issues.c.status.in_((IssueStatus.SENDING,
-                                                                   IssueStatus.FROZEN)))
-                         .values(status=IssueStatus.PAUSED, pause_reason=rates.reason))
+            conn.execute(
+                update(issues)
+                .where(
+                    issues.c.id.in_([r.id for r in rows]),
+                    issues.c.status.in_((IssueStatus.SENDING, IssueStatus.FROZEN)),
+                )
+                .values(status=IssueStatus.PAUSED, pause_reason=rates.reason)
+            )
     numbers = [r.number for r in rows]
     return [int(n) for n in numbers]
 
@@ -108,7 +131,9 @@ def ensure_reputation(ctx: Context) -> Rates:
     """The pre-send gate: refuse to start while the rates are past a pause line."""
     rates = sending_rates(ctx)
     if rates.level == RateLevel.PAUSE:
-        raise StateError(f"sending from {rates.domain} is paused: {rates.reason} "
-                         f"({rates.complaints} complaints, {rates.hard_bounces} hard bounces in "
-                         f"{rates.sent} sent over {rates.days} days; use --force to send anyway)")
+        raise StateError(
+            f"sending from {rates.domain} is paused: {rates.reason} "
+            f"({rates.complaints} complaints, {rates.hard_bounces} hard bounces in "
+            f"{rates.sent} sent over {rates.days} days; use --force to send anyway)"
+        )
     return rates

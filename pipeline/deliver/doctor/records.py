@@ -32,9 +32,12 @@ def spf_record(dns: Dns, domain: str) -> tuple[str | None, str | None]:
         return None, f"{domain} does not exist in DNS"
     found = [t for t in texts if t.lower() == "v=spf1" or t.lower().startswith("v=spf1 ")]
     if not found:
-        return None, f"{domain} publishes no SPF record (TXT \"v=spf1 ...\")"
+        return None, f'{domain} publishes no SPF record (TXT "v=spf1 ...")'
     if len(found) > 1:
-        return None, f"{domain} publishes {len(found)} SPF records; receivers treat that as an error"
+        return (
+            None,
+            f"{domain} publishes {len(found)} SPF records; receivers treat that as an error",
+        )
     return found[0], None
 
 
@@ -48,8 +51,10 @@ def evaluate_spf(dns: Dns, domain: str, address: str | None = None) -> Spf:
     ip = ipaddress.ip_address(address) if address else None
     spf.result = _eval(dns, domain, spf.record, ip, spf, top=True)
     if spf.lookups > SPF_LOOKUP_LIMIT:
-        spf.errors.append(f"the SPF record needs {spf.lookups} DNS look-ups; receivers stop at "
-                          f"{SPF_LOOKUP_LIMIT} (permerror)")
+        spf.errors.append(
+            f"the SPF record needs {spf.lookups} DNS look-ups; receivers stop at "
+            f"{SPF_LOOKUP_LIMIT} (permerror)"
+        )
         spf.result = "permerror"
     return spf
 
@@ -57,8 +62,15 @@ def evaluate_spf(dns: Dns, domain: str, address: str | None = None) -> Spf:
 _QUALIFIERS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
 
 
-def _eval(dns: Dns, domain: str, record: str, ip: ipaddress._BaseAddress | None, spf: Spf,
-          top: bool = False, depth: int = 0) -> str:
+def _eval(
+    dns: Dns,
+    domain: str,
+    record: str,
+    ip: ipaddress._BaseAddress | None,
+    spf: Spf,
+    top: bool = False,
+    depth: int = 0,
+) -> str:
     result: str | None = None
     redirect = None
     for term in record.split()[1:]:
@@ -91,8 +103,16 @@ def _eval(dns: Dns, domain: str, record: str, ip: ipaddress._BaseAddress | None,
     return result or "neutral"
 
 
-def _mechanism(dns: Dns, kind: str, target: str, domain: str, mech: str,
-               ip: ipaddress._BaseAddress | None, spf: Spf, depth: int) -> bool:
+def _mechanism(
+    dns: Dns,
+    kind: str,
+    target: str,
+    domain: str,
+    mech: str,
+    ip: ipaddress._BaseAddress | None,
+    spf: Spf,
+    depth: int,
+) -> bool:
     """Whether one mechanism matches `ip`; counts look-ups and collects includes."""
     if kind == "include":
         spf.lookups += 1
@@ -108,13 +128,14 @@ def _mechanism(dns: Dns, kind: str, target: str, domain: str, mech: str,
         return ip is not None and _in_network(ip, mech.partition(":")[2])
     if kind in ("a", "mx"):
         spf.lookups += 1
-        spec = mech.partition(":")[2] if ":" in mech else domain + mech[len(kind):]
+        spec = mech.partition(":")[2] if ":" in mech else domain + mech[len(kind) :]
         name, _, cidr = spec.partition("/")
         hosts = [h for _, h in (dns.mx(name) or [])] if kind == "mx" else [name]
         if ip is None:
             return False
-        return any(_in_network(ip, f"{a}/{cidr}" if cidr else a)
-                   for h in hosts for a in dns.addresses(h))
+        return any(
+            _in_network(ip, f"{a}/{cidr}" if cidr else a) for h in hosts for a in dns.addresses(h)
+        )
     if kind in ("exists", "ptr"):
         spf.lookups += 1
     return False
@@ -129,6 +150,7 @@ def _in_network(ip: ipaddress._BaseAddress, network: str) -> bool:
 
 # --- DKIM ----------------------------------------------------------------------------------
 
+
 def dkim_key_record(dns: Dns, selector: str, domain: str) -> tuple[dict[str, str] | None, str]:
     """The key record's tags at `<selector>._domainkey.<domain>`, or None and why not."""
     name = f"{selector}._domainkey.{domain}"
@@ -142,6 +164,7 @@ def dkim_key_record(dns: Dns, selector: str, domain: str) -> tuple[dict[str, str
 
 
 # --- DMARC (RFC 9989) -----------------------------------------------------------------------
+
 
 @dataclass
 class Dmarc:
@@ -175,8 +198,9 @@ def discover_dmarc(dns: Dns, domain: str) -> Dmarc:
         texts = dns.txt(f"_dmarc.{name}") or []
         found = [t for t in texts if t.replace(" ", "").startswith("v=DMARC1")]
         if len(found) > 1:
-            out.errors.append(f"_dmarc.{name} publishes {len(found)} DMARC records; receivers "
-                              "ignore them all")
+            out.errors.append(
+                f"_dmarc.{name} publishes {len(found)} DMARC records; receivers ignore them all"
+            )
             return out
         if found:
             out.found_at, out.record, out.tags = name, found[0], tags(found[0])
@@ -184,8 +208,10 @@ def discover_dmarc(dns: Dns, domain: str) -> Dmarc:
     else:
         return out
     if out.tags.get("p", "") not in DMARC_POLICIES:
-        out.errors.append(f"_dmarc.{out.found_at}: p={out.tags.get('p', '')!r} is not one of "
-                          f"{', '.join(DMARC_POLICIES)}")
+        out.errors.append(
+            f"_dmarc.{out.found_at}: p={out.tags.get('p', '')!r} is not one of "
+            f"{', '.join(DMARC_POLICIES)}"
+        )
     return out
 
 
