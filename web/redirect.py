@@ -1,0 +1,149 @@
+"""Counted links and the measurement pages: `/r/<token>` (the reader's redirect), the
+analytics opt-in from the preferences page, and the editors' click report.
+
+The redirect reads a signed token, finds the URL in the issue's link table (held in
+memory after the first click on an issue), hands the click to the buffered counter and
+answers at once: the database is never on the reader's path once the issue's links are
+loaded. A bad token answers 400 and redirects nowhere.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, render_template, request, url_for
+from flask.blueprints import BlueprintSetupState
+from sqlalchemy.exc import SQLAlchemyError
+
+from pipeline.measure import consent as reader_consent
+from pipeline.measure.counter import ClickCounter
+from pipeline.measure.links import InvalidLink, LinkCache, read_link_token
+from pipeline.measure.machines import Classifier
+from pipeline.measure.report import feed_clicks, issue_clicks, issue_csv
+from subscribers.tokens import InvalidToken, read_token
+from web.security import client_ip, ctx, requires
+
+log = logging.getLogger(__name__)
+bp = Blueprint("measure", __name__)
+STATE = "kpdigest.measure"
+
+
+class Measure:
+    """Per app: the signing key read once, the link cache and the click counter."""
+
+    def __init__(self, app: Flask) -> None:
+        kctx = app.extensions["kpdigest"]
+        cfg = kctx.config.analytics
+        self.secret = kctx.config.secret_key
+        self.max_age = cfg.link_max_age_days * 86400
+        self.links = LinkCache(kctx.engine)
+        try:
+            self.links.warm()
+        except SQLAlchemyError:  # a database down at start-up: links load on first click
+            log.warning("could not preload the counted links", exc_info=True)
+        self.counter: ClickCounter | None = None
+        if cfg.enabled:
+            self.counter = ClickCounter(kctx.engine, Classifier(cfg), bound=cfg.buffer_clicks,
+                                        flush_seconds=cfg.flush_seconds).start()
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Write what is buffered (up to 10 s) and stop the counter's thread."""
+        if self.counter is not None:
+            self.counter.close()
+        self.links.close()
+
+
+@bp.record_once
+def _setup(state: BlueprintSetupState) -> None:
+    state.app.extensions[STATE] = Measure(state.app)
+
+
+def measure() -> Measure:
+    return current_app.extensions[STATE]
+
+
+def _bad(message: str) -> tuple[str, int]:
+    return render_template("message.html", title="This link does not work",
+                           message=f"{message}. Open the article from the issue's web version "
+                                   "instead."), 400
+
+
+@bp.route("/r/<token>", methods=["GET", "HEAD"])
+def follow(token: str) -> Any:
+    """302 to the issue's own link; the click is counted after the answer, in batches."""
+    m = measure()
+    try:
+        issue_id, link_id = read_link_token(m.secret, token, m.max_age)
+    except InvalidLink as exc:
+        return _bad(str(exc))
+    target = m.links.target(issue_id, link_id)
+    if target is None:
+        return _bad("this link is not valid")
+    if m.counter is not None:
+        m.counter.record(issue_id, link_id, head=request.method == "HEAD",
+                         agent=request.headers.get("User-Agent", ""), ip=client_ip(),
+                         reader=reader_consent.reader_from_cookie(
+                             m.secret, request.cookies.get(reader_consent.COOKIE)))
+    return Response(status=302, headers={"Location": target.url, "Cache-Control": "no-store",
+                                         "Referrer-Policy": "no-referrer"})
+
+
+@bp.app_context_processor
+def _consent_helper() -> dict[str, Any]:
+    def measurement_consent(token: str) -> bool | None:
+        """On the preferences page: None when counting is off, else the reader's choice."""
+        if not ctx().config.analytics.enabled:
+            return None
+        try:
+            sid = read_token(measure().secret, "preferences", token)
+        except InvalidToken:
+            return None
+        return reader_consent.has_consent(ctx(), sid)
+
+    return {"measurement_consent": measurement_consent}
+
+
+@bp.post("/preferences/<token>/analytics")
+def preferences_analytics(token: str) -> tuple[str, int] | Response:
+    """Give or withdraw consent to individual analytics; sets or clears the cookie."""
+    try:
+        sid = read_token(measure().secret, "preferences", token)
+    except InvalidToken as exc:
+        return render_template("message.html", title="That did not work",
+                               message=f"{exc}. Ask for a new link."), 400
+    back = ("Back to your preferences", url_for("public.preferences", token=token))
+    if request.form.get("action") == "give" and ctx().config.analytics.enabled:
+        reader_consent.give(ctx(), sid)
+        resp = Response(render_template(
+            "message.html", title="Thank you",
+            message="Your clicks in the digest now help us learn which stories you like "
+                    "(in this browser). You can stop this at any time on this page.", link=back))
+        resp.set_cookie(reader_consent.COOKIE, reader_consent.reader_cookie(measure().secret, sid),
+                        max_age=reader_consent.COOKIE_DAYS * 86400, httponly=True,
+                        samesite="Lax", secure=request.is_secure)
+        return resp
+    deleted = reader_consent.withdraw(ctx(), sid)
+    resp = Response(render_template(
+        "message.html", title="Stopped",
+        message=f"We deleted the {deleted} clicks stored with your name and store no more. "
+                "Clicks are still counted, without you.", link=back))
+    resp.delete_cookie(reader_consent.COOKIE)
+    return resp
+
+
+@bp.get("/desk/issues/<int:number>/clicks")
+@requires("admin", "editor")
+def clicks_page(number: int) -> str:
+    return render_template("desk/clicks.html", r=issue_clicks(ctx(), number),
+                           feeds=feed_clicks(ctx()))
+
+
+@bp.get("/desk/issues/<int:number>/clicks.csv")
+@requires("admin", "editor")
+def clicks_csv(number: int) -> Response:
+    return Response(issue_csv(issue_clicks(ctx(), number)), mimetype="text/csv",
+                    headers={"Content-Disposition":
+                             f"attachment; filename=issue-{number}-clicks.csv"})
