@@ -5,6 +5,11 @@ The redirect reads a signed token, finds the URL in the issue's link table (held
 memory after the first click on an issue), hands the click to the buffered counter and
 answers at once: the database is never on the reader's path once the issue's links are
 loaded. A bad token answers 400 and redirects nowhere.
+
+A good token is answered by `FastPath`, a WSGI layer in front of Flask (inside ProxyFix,
+so the client address is the same as Flask's): a redirect is the one request every reader
+makes, and Flask's routing, session and header machinery would be most of its cost. Every
+other request, and every bad token (for its 400 page), goes to the Flask route below.
 """
 
 from __future__ import annotations
@@ -16,14 +21,16 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, render_template, request, url_for
 from flask.blueprints import BlueprintSetupState
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.http import parse_cookie
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pipeline.measure import consent as reader_consent
 from pipeline.measure.counter import ClickCounter
-from pipeline.measure.links import InvalidLink, LinkCache, read_link_token
+from pipeline.measure.links import InvalidLink, LinkCache, Target, read_link_token, serializer
 from pipeline.measure.machines import Classifier
 from pipeline.measure.report import feed_clicks, issue_clicks, issue_csv
 from subscribers.tokens import InvalidToken, read_token
-from web.security import client_ip, ctx, requires
+from web.security import ctx, requires
 
 log = logging.getLogger(__name__)
 bp = Blueprint("measure", __name__)
@@ -37,6 +44,7 @@ class Measure:
         kctx = app.extensions["kpdigest"]
         cfg = kctx.config.analytics
         self.secret = kctx.config.secret_key
+        self.serializer = serializer(self.secret)
         self.max_age = cfg.link_max_age_days * 86400
         self.links = LinkCache(kctx.engine)
         try:
@@ -49,6 +57,21 @@ class Measure:
                                         flush_seconds=cfg.flush_seconds).start()
         atexit.register(self.close)
 
+    def resolve(self, token: str) -> Target:
+        """The link a token names, else InvalidLink."""
+        issue_id, link_id = read_link_token(self.secret, token, self.max_age, self.serializer)
+        target = self.links.target(issue_id, link_id)
+        if target is None:
+            raise InvalidLink("this link is not valid")
+        return target
+
+    def count(self, target: Target, environ: dict[str, Any]) -> None:
+        if self.counter is not None:
+            self.counter.record(
+                target.issue_id, target.link_id, head=environ.get("REQUEST_METHOD") == "HEAD",
+                agent=environ.get("HTTP_USER_AGENT", ""), ip=environ.get("REMOTE_ADDR") or "",
+                reader=reader_consent.reader_from_cookie(self.secret, _cookie(environ)))
+
     def close(self) -> None:
         """Write what is buffered (up to 10 s) and stop the counter's thread."""
         if self.counter is not None:
@@ -56,9 +79,45 @@ class Measure:
         self.links.close()
 
 
+def _cookie(environ: dict[str, Any]) -> str | None:
+    raw = environ.get("HTTP_COOKIE")
+    if not raw or reader_consent.COOKIE not in raw:
+        return None
+    return parse_cookie(raw).get(reader_consent.COOKIE)
+
+
+class FastPath:
+    """`GET|HEAD /r/<good token>` answered before Flask; anything else passes through."""
+
+    def __init__(self, app: Any, m: Measure) -> None:
+        self.app = app
+        self.m = m
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/r/") and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            try:
+                target = self.m.resolve(path[3:])
+            except InvalidLink:
+                return self.app(environ, start_response)  # the Flask route's 400 page
+            self.m.count(target, environ)
+            start_response("302 Found", [("Location", target.location), *REDIRECT_HEADERS])
+            return [b""]
+        return self.app(environ, start_response)
+
+
+REDIRECT_HEADERS = (("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer"),
+                    ("X-Content-Type-Options", "nosniff"), ("Content-Length", "0"))
+
+
 @bp.record_once
 def _setup(state: BlueprintSetupState) -> None:
-    state.app.extensions[STATE] = Measure(state.app)
+    app = state.app
+    m = app.extensions[STATE] = Measure(app)
+    if isinstance(app.wsgi_app, ProxyFix):  # behind the proxy fix: the same client address
+        app.wsgi_app.app = FastPath(app.wsgi_app.app, m)
+    else:
+        app.wsgi_app = FastPath(app.wsgi_app, m)  # type: ignore[method-assign]
 
 
 def measure() -> Measure:
@@ -76,19 +135,11 @@ def follow(token: str) -> Any:
     """302 to the issue's own link; the click is counted after the answer, in batches."""
     m = measure()
     try:
-        issue_id, link_id = read_link_token(m.secret, token, m.max_age)
+        target = m.resolve(token)
     except InvalidLink as exc:
         return _bad(str(exc))
-    target = m.links.target(issue_id, link_id)
-    if target is None:
-        return _bad("this link is not valid")
-    if m.counter is not None:
-        m.counter.record(issue_id, link_id, head=request.method == "HEAD",
-                         agent=request.headers.get("User-Agent", ""), ip=client_ip(),
-                         reader=reader_consent.reader_from_cookie(
-                             m.secret, request.cookies.get(reader_consent.COOKIE)))
-    return Response(status=302, headers={"Location": target.url, "Cache-Control": "no-store",
-                                         "Referrer-Policy": "no-referrer"})
+    m.count(target, request.environ)
+    return Response(status=302, headers={"Location": target.location, **dict(REDIRECT_HEADERS)})
 
 
 @bp.app_context_processor

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import Engine, create_engine, insert, select
 from sqlalchemy.engine import Connection
+from werkzeug.urls import iri_to_uri
 
 from core.config import Config
 from core.errors import InvalidInput
@@ -40,12 +41,14 @@ def make_link_token(secret: str, issue_id: int, link_id: int) -> str:
     return serializer(secret).dumps([int(issue_id), int(link_id)])
 
 
-def read_link_token(secret: str, token: str, max_age: int | None) -> tuple[int, int]:
-    """(issue id, link id) of a valid token, else InvalidLink."""
+def read_link_token(secret: str, token: str, max_age: int | None,
+                    signer: URLSafeTimedSerializer | None = None) -> tuple[int, int]:
+    """(issue id, link id) of a valid token, else InvalidLink. `signer`: this secret's
+    `serializer`, made once by a caller that reads many tokens."""
     if not token or len(token) > MAX_TOKEN_CHARS:
         raise InvalidLink("this link is not valid")
     try:
-        value = serializer(secret).loads(token, max_age=max_age)
+        value = (signer or serializer(secret)).loads(token, max_age=max_age)
     except SignatureExpired as exc:
         raise InvalidLink("this link has expired") from exc
     except (BadSignature, ValueError, UnicodeError) as exc:
@@ -96,7 +99,7 @@ def record_links(conn: Connection, cfg: Config, issue_id: int, variant: str,
 class Target:
     link_id: int
     issue_id: int
-    url: str
+    location: str  # the URL as a Location header value (IRI encoded as URI, no controls)
 
 
 def reading_engine(engine: Engine) -> Engine:
@@ -141,7 +144,7 @@ class LinkCache:
         with self.engine.connect() as conn:
             rows = conn.execute(select(issue_links.c.id, issue_links.c.url)
                                 .where(issue_links.c.issue_id == issue_id)).all()
-        links = {lid: url for lid, url in rows}
+        links = {lid: iri_to_uri(url) for lid, url in rows}
         with self._lock:
             self._issues[issue_id] = links
             self._issues.move_to_end(issue_id)
