@@ -344,6 +344,7 @@ clicks = Table(
     Column("machine", Boolean, nullable=False, default=False),
     Column("reason", String(20)),  # why it counts as a machine: head | early | agent | network
     Column("visitor", String(16)),
+    Column("vote", Integer),  # null: a click; +1 / -1: "more / less like this"
     Index("ix_clicks_issue_link", "issue_id", "link_id"),
 )
 

@@ -18,17 +18,36 @@ import atexit
 import logging
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.blueprints import BlueprintSetupState
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.http import parse_cookie
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wrappers import Response as BaseResponse
 
 from pipeline.measure import consent as reader_consent
 from pipeline.measure.counter import ClickCounter
-from pipeline.measure.links import InvalidLink, LinkCache, Target, read_link_token, serializer
+from pipeline.measure.links import (
+    InvalidLink,
+    LinkCache,
+    Target,
+    read_link_token,
+    read_vote_token,
+    serializer,
+)
 from pipeline.measure.machines import Classifier
-from pipeline.measure.report import feed_clicks, issue_clicks, issue_csv
+from pipeline.measure.report import feed_clicks, issue_clicks, issue_csv, weight_suggestions
+from pipeline.measure.weights import apply_suggestion
 from subscribers.tokens import InvalidToken, read_token
 from web.security import ctx, requires
 
@@ -142,6 +161,28 @@ def follow(token: str) -> Any:
     return Response(status=302, headers={"Location": target.location, **dict(REDIRECT_HEADERS)})
 
 
+@bp.route("/f/<token>", methods=["GET", "HEAD"])
+def vote(token: str) -> tuple[str, int]:
+    """"More / less like this": one click, no login; counted per topic and source. Link
+    scanners open it too: their visits are machine traffic, apart like clicks."""
+    m = measure()
+    try:
+        issue_id, link_id, value = read_vote_token(m.secret, token, m.max_age)
+        target = m.links.target(issue_id, link_id)
+        if target is None:
+            raise InvalidLink("this link is not valid")
+    except InvalidLink as exc:
+        return _bad(str(exc))
+    if m.counter is not None:
+        m.counter.record(issue_id, link_id, head=request.method == "HEAD",
+                         agent=request.headers.get("User-Agent", ""),
+                         ip=request.remote_addr or "", vote=value)
+    more = value > 0
+    return render_template("message.html", title="Thank you",
+                           message="We will pick more stories like this one." if more else
+                           "We will pick fewer stories like this one."), 200
+
+
 @bp.app_context_processor
 def _consent_helper() -> dict[str, Any]:
     def measurement_consent(token: str) -> bool | None:
@@ -189,7 +230,17 @@ def preferences_analytics(token: str) -> tuple[str, int] | Response:
 @requires("admin", "editor")
 def clicks_page(number: int) -> str:
     return render_template("desk/clicks.html", r=issue_clicks(ctx(), number),
-                           feeds=feed_clicks(ctx()))
+                           feeds=feed_clicks(ctx()), suggestions=weight_suggestions(ctx()),
+                           applied=request.args.get("applied"))
+
+
+@bp.post("/desk/issues/<int:number>/weights/<topic>")
+@requires("admin", "editor")
+def apply_weight(number: int, topic: str) -> BaseResponse:
+    """An editor approves a suggested topic weight (written to config.toml, audited)."""
+    s = apply_suggestion(ctx(), topic, f"desk:{g.user.email}")
+    return redirect(url_for("measure.clicks_page", number=number,
+                            applied=f"{s.topic} {s.current:g} -> {s.suggested:g}"))
 
 
 @bp.get("/desk/issues/<int:number>/clicks.csv")

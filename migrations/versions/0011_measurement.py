@@ -1,5 +1,5 @@
 """measurement (#19): counted links per issue variant, anonymous clicks, analytics consent
-and the individual clicks of consenting readers
+the individual clicks of consenting readers, and more/less-like-this votes
 
 Revision ID: 0011
 Revises: 0005
@@ -47,6 +47,7 @@ def upgrade() -> None:
         sa.Column('machine', sa.Boolean(), nullable=False),
         sa.Column('reason', sa.String(length=20), nullable=True),
         sa.Column('visitor', sa.String(length=16), nullable=True),
+        sa.Column('vote', sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(['issue_id'], ['issues.id'], name='fk_clicks_issue_id_issues',
                                 ondelete='CASCADE'),
         sa.ForeignKeyConstraint(['link_id'], ['issue_links.id'], name='fk_clicks_link_id_issue_links',

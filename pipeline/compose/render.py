@@ -95,11 +95,12 @@ def _web_link(url: str | None) -> str | None:
 
 
 def article_view(a: dict[str, Any], cfg: Config, key: str,
-                 links: Mapping[int, str] | None = None) -> dict[str, Any]:
+                 links: Mapping[int, Mapping[str, str]] | None = None) -> dict[str, Any]:
     """What a template sees of one article: one-line title, a summary that fits the
     digest (the sanitised markup when short, else a plain excerpt), images only as the
-    article's own picture with alt text. `links` maps article ids to counted links
-    (pipeline.measure.links); `url` stays the article's own address."""
+    article's own picture with alt text. `links` maps article ids to their counted `link`
+    and `more` / `less` vote links (pipeline.measure.links); `url` stays the article's
+    own address."""
     title = defuse(oneline(a.get("title")) or "(untitled)", key)
     summary_html = _IMG_RE.sub("", a.get("summary_html") or "").strip()
     plain = html_to_text(summary_html) or a.get("excerpt") or ""
@@ -108,10 +109,13 @@ def article_view(a: dict[str, Any], cfg: Config, key: str,
     text = excerpt(oneline(plain), cfg.digest.summary_chars)
     image = _web_link(a.get("image_url"))
     url = _web_link(a.get("link"))
+    counted = links.get(a["id"], {}) if links and url and "id" in a else {}
     return {
         "title": title,
-        "link": (links.get(a["id"]) if links and url and "id" in a else None) or url,
+        "link": counted.get("link") or url,
         "url": url,
+        "more_url": counted.get("more"),
+        "less_url": counted.get("less"),
         "source": defuse(oneline(a.get("source")), key),
         "published_at": a.get("published_at"),
         "summary_html": defuse(summary_html, key),
@@ -147,7 +151,7 @@ def received_bytes(html: str, key: str) -> int:
 
 def render_issue(cfg: Config, *, number: int, date: datetime, subject: str, intro: str,
                  articles: list[dict[str, Any]], key: str, web_url: str,
-                 links: Mapping[int, str] | None = None) -> Rendered:
+                 links: Mapping[int, Mapping[str, str]] | None = None) -> Rendered:
     """Render the HTML and text parts of one variant and fit the HTML in the size budget:
     first the longest summaries become short excerpts, then the last items go."""
     env = environment(cfg)

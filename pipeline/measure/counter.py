@@ -44,6 +44,7 @@ class Click:
     agent: str
     ip: str
     reader: int | None = None  # a subscriber id, only from a consenting reader's cookie
+    vote: int | None = None  # +1 / -1 for "more / less like this"; None for a click
 
 
 class DailySalt:
@@ -83,10 +84,10 @@ class ClickCounter:
     # --- the reader's side: never touches the database ---------------------------------
 
     def record(self, issue_id: int, link_id: int, *, head: bool, agent: str, ip: str,
-               reader: int | None = None) -> bool:
-        """Buffer one click; False when the buffer is full and the click is dropped."""
+               reader: int | None = None, vote: int | None = None) -> bool:
+        """Buffer one click (or vote); False when the buffer is full and it is dropped."""
         click = Click(f"{self._prefix}-{next(self._seq)}", issue_id, link_id, time.time(),
-                      head, agent[:AGENT_CHARS], ip[:64], reader)
+                      head, agent[:AGENT_CHARS], ip[:64], reader, vote)
         with self._lock:
             if len(self._buffer) >= self.bound:
                 self.dropped += 1
@@ -163,15 +164,17 @@ class ClickCounter:
                                             agent=c.agent, ip=c.ip)
             rows.append({"click_key": c.key, "issue_id": c.issue_id, "link_id": c.link_id,
                          "at": at, "machine": reason is not None, "reason": reason,
-                         "visitor": self._salt.visitor(c.ip, c.agent, c.issue_id, at)})
+                         "visitor": self._salt.visitor(c.ip, c.agent, c.issue_id, at),
+                         "vote": c.vote})
         conn.execute(_insert_ignoring(conn, clicks), rows)
-        readers = {c.reader for c in chunk if c.reader is not None}
+        readers = {c.reader for c in chunk if c.reader is not None and c.vote is None}
         if readers:
             consenting = set(conn.execute(select(analytics_consent.c.subscriber_id).where(
                 analytics_consent.c.subscriber_id.in_(readers))).scalars())
             personal = [{"click_key": c.key, "subscriber_id": c.reader, "issue_id": c.issue_id,
                          "link_id": c.link_id, "at": datetime.fromtimestamp(c.at, UTC)}
-                        for c in chunk if c.reader in consenting and not c.head]
+                        for c in chunk
+                        if c.reader in consenting and not c.head and c.vote is None]
             if personal:
                 conn.execute(_insert_ignoring(conn, reader_clicks), personal)
 

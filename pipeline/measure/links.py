@@ -26,6 +26,7 @@ from core.errors import InvalidInput
 from core.models import issue_links
 
 SALT = "kpdigest.click"
+VOTE_SALT = "kpdigest.vote"  # "more / less like this": [issue id, link id, +1 or -1]
 MAX_TOKEN_CHARS = 200  # ours are about 50; anything longer is refused before any work
 
 
@@ -59,6 +60,26 @@ def read_link_token(secret: str, token: str, max_age: int | None,
     return value[0], value[1]
 
 
+def vote_serializer(secret: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret, salt=VOTE_SALT)
+
+
+def read_vote_token(secret: str, token: str, max_age: int | None) -> tuple[int, int, int]:
+    """(issue id, link id, +1 or -1) of a valid vote token, else InvalidLink."""
+    if not token or len(token) > MAX_TOKEN_CHARS:
+        raise InvalidLink("this link is not valid")
+    try:
+        value = vote_serializer(secret).loads(token, max_age=max_age)
+    except SignatureExpired as exc:
+        raise InvalidLink("this link has expired") from exc
+    except (BadSignature, ValueError, UnicodeError) as exc:
+        raise InvalidLink("this link is not valid") from exc
+    if not (isinstance(value, list) and len(value) == 3 and all(type(v) is int for v in value)
+            and value[2] in (1, -1)):
+        raise InvalidLink("this link is not valid")
+    return value[0], value[1], value[2]
+
+
 def web_link(url: str | None) -> str | None:
     """An http(s) URL with a host, else None: only such links are counted or shown."""
     try:
@@ -76,9 +97,10 @@ def section_of(article: Mapping[str, Any]) -> str:
 
 
 def record_links(conn: Connection, cfg: Config, issue_id: int, variant: str,
-                 articles: list[Mapping[str, Any]]) -> dict[int, str] | None:
-    """Write the link table of one issue variant and return {article id: counted URL};
-    None when counting is off (the templates then show the articles' own URLs)."""
+                 articles: list[Mapping[str, Any]]) -> dict[int, dict[str, str]] | None:
+    """Write the link table of one issue variant and return, per article id, its counted
+    `link` and its `more` / `less` (like this) vote links; None when counting is off (the
+    templates then show the articles' own URLs and no vote links)."""
     if not cfg.analytics.enabled:
         return None
     rows = [{"issue_id": issue_id, "variant": variant, "position": i, "article_id": a["id"],
@@ -90,9 +112,11 @@ def record_links(conn: Connection, cfg: Config, issue_id: int, variant: str,
     conn.execute(insert(issue_links), rows)
     ids = conn.execute(select(issue_links.c.article_id, issue_links.c.id).where(
         issue_links.c.issue_id == issue_id, issue_links.c.variant == variant)).all()
-    s = serializer(cfg.secret_key)
+    s, v = serializer(cfg.secret_key), vote_serializer(cfg.secret_key)
     base = cfg.site.base_url.rstrip("/")
-    return {aid: f"{base}/r/{s.dumps([issue_id, lid])}" for aid, lid in ids}
+    return {aid: {"link": f"{base}/r/{s.dumps([issue_id, lid])}",
+                  "more": f"{base}/f/{v.dumps([issue_id, lid, 1])}",
+                  "less": f"{base}/f/{v.dumps([issue_id, lid, -1])}"} for aid, lid in ids}
 
 
 @dataclass(frozen=True, slots=True)
