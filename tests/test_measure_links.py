@@ -9,11 +9,12 @@ import pytest
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import select
 
-from core.models import articles, issue_links
+from core.models import articles, clicks, issue_links
+from pipeline.compose.check import check_issue
 from pipeline.measure.links import SALT, make_link_token, read_link_token
 from subscribers.tokens import make_token
 from tests import measure_helpers
-from tests.measure_helpers import COUNTED_RE, counted_issue, links_of, variant
+from tests.measure_helpers import COUNTED_RE, counted_issue, links_of, variant, wait_clicks
 
 SECRET = "test-secret-key"
 measured_app = measure_helpers.measured_app  # the fixture
@@ -102,3 +103,26 @@ def test_bad_tokens_answer_400_and_redirect_nowhere(make_ctx, feed_server, monke
     # a click token is no preferences or unsubscribe token either
     assert client.get(f"/preferences/{good}").status_code == 400
     assert client.get(f"/unsubscribe/{good}").status_code == 400
+
+
+def test_a_counted_issue_passes_the_pre_send_check(make_ctx, feed_server, measured_app):
+    ctx, built = counted_issue(make_ctx, feed_server)
+    report = check_issue(ctx, built.number, spam=False)
+    assert report.ok, report.problems
+
+
+def test_location_is_a_uri_and_the_address_is_the_proxys_client(make_ctx, feed_server,
+                                                               measured_app):
+    ctx, built = counted_issue(make_ctx, feed_server, machine_networks=["203.0.113.0/24"])
+    ctx.config.web.trusted_proxies = 1
+    with ctx.engine.begin() as conn:
+        link_id = conn.execute(issue_links.insert().values(
+            issue_id=built.issue_id, variant="", position=99, section="kp", source="S",
+            url="https://ex.example.com/café?q=ü")).inserted_primary_key[0]
+    client = measured_app(ctx).test_client()
+    resp = client.get(f"/r/{make_link_token(SECRET, built.issue_id, link_id)}",
+                      headers={"X-Forwarded-For": "203.0.113.9", "User-Agent": "Mozilla/5.0 x"},
+                      environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert resp.status_code == 302
+    assert resp.headers["Location"] == "https://ex.example.com/caf%C3%A9?q=%C3%BC"
+    wait_clicks(ctx, 1, clicks.c.reason == "network")  # the proxy's client, not the proxy
