@@ -46,8 +46,6 @@ from pipeline.measure.links import (
     serializer,
 )
 from pipeline.measure.machines import Classifier
-from pipeline.measure.report import feed_clicks, issue_clicks, issue_csv, weight_suggestions
-from pipeline.measure.weights import apply_suggestion
 from subscribers.tokens import InvalidToken, read_token
 from web.security import ctx, requires
 
@@ -66,12 +64,12 @@ class Measure:
         self.serializer = serializer(self.secret)
         self.max_age = cfg.link_max_age_days * 86400
         self.links = LinkCache(kctx.engine)
-        try:
-            self.links.warm()
-        except SQLAlchemyError:  # a database down at start-up: links load on first click
-            log.warning("could not preload the counted links", exc_info=True)
         self.counter: ClickCounter | None = None
         if cfg.enabled:
+            try:
+                self.links.warm()
+            except SQLAlchemyError:  # a database down at start-up: links load on first click
+                log.warning("could not preload the counted links", exc_info=True)
             self.counter = ClickCounter(kctx.engine, Classifier(cfg), bound=cfg.buffer_clicks,
                                         flush_seconds=cfg.flush_seconds).start()
         atexit.register(self.close)
@@ -229,6 +227,10 @@ def preferences_analytics(token: str) -> tuple[str, int] | Response:
 @bp.get("/desk/issues/<int:number>/clicks")
 @requires("admin", "editor")
 def clicks_page(number: int) -> str:
+    # Lazy: the report pulls in the composing stage (premailer, cssutils), which the
+    # redirect process does not need to start answering.
+    from pipeline.measure.report import feed_clicks, issue_clicks, weight_suggestions
+
     return render_template("desk/clicks.html", r=issue_clicks(ctx(), number),
                            feeds=feed_clicks(ctx()), suggestions=weight_suggestions(ctx()),
                            applied=request.args.get("applied"))
@@ -238,6 +240,8 @@ def clicks_page(number: int) -> str:
 @requires("admin", "editor")
 def apply_weight(number: int, topic: str) -> BaseResponse:
     """An editor approves a suggested topic weight (written to config.toml, audited)."""
+    from pipeline.measure.weights import apply_suggestion  # lazy: start-up time (above)
+
     s = apply_suggestion(ctx(), topic, f"desk:{g.user.email}")
     return redirect(url_for("measure.clicks_page", number=number,
                             applied=f"{s.topic} {s.current:g} -> {s.suggested:g}"))
@@ -246,6 +250,8 @@ def apply_weight(number: int, topic: str) -> BaseResponse:
 @bp.get("/desk/issues/<int:number>/clicks.csv")
 @requires("admin", "editor")
 def clicks_csv(number: int) -> Response:
+    from pipeline.measure.report import issue_clicks, issue_csv  # lazy: start-up time (above)
+
     return Response(issue_csv(issue_clicks(ctx(), number)), mimetype="text/csv",
                     headers={"Content-Disposition":
                              f"attachment; filename=issue-{number}-clicks.csv"})
