@@ -250,6 +250,20 @@ class Reputation:
     min_sent: int = 100  # fewer recipients in the window: rates shown, nothing paused
 
 
+@dataclass
+class Analytics:
+    """Privacy-first measurement (docs/measurement.md): aggregate click counts through signed
+    redirects; individual clicks only for readers who opted in."""
+
+    enabled: bool = False
+    link_max_age_days: int = 400
+    buffer_clicks: int = 50_000
+    flush_seconds: float = 1.0
+    machine_seconds: int = 60
+    machine_agents: list[str] = field(default_factory=list)
+    machine_networks: list[str] = field(default_factory=list)
+
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -273,6 +287,7 @@ class Config:
     dkim: Dkim = field(default_factory=Dkim)
     doctor: Doctor = field(default_factory=Doctor)
     reputation: Reputation = field(default_factory=Reputation)
+    analytics: Analytics = field(default_factory=Analytics)
     base_dir: Path = PROJECT_ROOT
     source: Path | None = None
 
@@ -416,6 +431,13 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"site.base_url: {cfg.site.base_url!r} must start with http:// or https://")
     if "@" not in cfg.sender.from_email:
         raise ConfigError(f"sender.from_email: {cfg.sender.from_email!r} is not an address")
+    if cfg.analytics.buffer_clicks < 1 or cfg.analytics.flush_seconds <= 0:
+        raise ConfigError("analytics.buffer_clicks, analytics.flush_seconds: must be positive")
+    for i, net in enumerate(cfg.analytics.machine_networks):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"analytics.machine_networks[{i}]: {net!r} is not a CIDR range") from exc
     for i, feed in enumerate(cfg.feeds):
         for t in feed.topics:
             if t not in cfg.topics:

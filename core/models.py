@@ -370,3 +370,56 @@ rate_limits = Table(
     Column("window_start", TS, nullable=False),
     Column("count", Integer, nullable=False, default=0),
 )
+
+# --- measurement (#19, docs/measurement.md) -----------------------------------------------
+
+issue_links = Table(
+    "issue_links", metadata,
+    # One row per counted link of one issue variant, written when the issue is frozen.
+    # A redirect token names (issue_id, id); the URL comes from here, never from the token.
+    Column("id", Integer, primary_key=True),
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), nullable=False),
+    Column("variant", String(100), nullable=False, default=""),
+    Column("position", Integer, nullable=False),
+    Column("article_id", Integer, ForeignKey("articles.id", ondelete="SET NULL")),
+    Column("feed_id", Integer),
+    Column("section", String(100), nullable=False, default=""),
+    Column("source", String(200), nullable=False, default=""),
+    Column("url", Text, nullable=False),
+    UniqueConstraint("issue_id", "variant", "position", name="uq_issue_links_issue_variant_position"),
+)
+
+clicks = Table(
+    "clicks", metadata,
+    # One row per redirect answered, without the reader: `visitor` is a hash of address and
+    # user agent under a salt that lives one day in memory only (unique clickers per day).
+    Column("id", BigId, primary_key=True),
+    Column("click_key", String(40), nullable=False, unique=True),  # makes a retried flush idempotent
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), nullable=False),
+    Column("link_id", Integer, ForeignKey("issue_links.id", ondelete="CASCADE"), nullable=False),
+    Column("at", TS, nullable=False),
+    Column("machine", Boolean, nullable=False, default=False),
+    Column("reason", String(20)),  # why it counts as a machine: head | early | agent | network
+    Column("visitor", String(16)),
+    Column("vote", Integer),  # null: a click; +1 / -1: "more / less like this"
+    Index("ix_clicks_issue_link", "issue_id", "link_id"),
+)
+
+analytics_consent = Table(
+    "analytics_consent", metadata,
+    # "Help us learn which stories you like": present while the reader agrees, deleted on withdrawal.
+    Column("subscriber_id", BigId, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
+    Column("given_at", TS, nullable=False),
+)
+
+reader_clicks = Table(
+    "reader_clicks", metadata,
+    # Individual clicks, only of readers with a row in analytics_consent; withdrawal deletes them.
+    Column("id", BigId, primary_key=True),
+    Column("click_key", String(40), nullable=False, unique=True),
+    Column("subscriber_id", BigId, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("issue_id", Integer, ForeignKey("issues.id", ondelete="CASCADE"), nullable=False),
+    Column("link_id", Integer, ForeignKey("issue_links.id", ondelete="CASCADE"), nullable=False),
+    Column("at", TS, nullable=False),
+    Index("ix_reader_clicks_subscriber", "subscriber_id"),
+)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from kpdigest import issue_check, issue_review, issue_send
+from kpdigest import issue_check, issue_clicks, issue_review, issue_send
 from kpdigest.base import Lazy, get, pass_ctx
 
 
@@ -76,6 +76,6 @@ def list_(obj: Lazy) -> None:
 
 
 def register(group: click.Group) -> None:
-    for module in (issue_check, issue_review, issue_send):
+    for module in (issue_check, issue_clicks, issue_review, issue_send):
         module.register(issue)
     group.add_command(issue)

@@ -12,7 +12,7 @@ from core.db import utcnow
 from core.errors import InvalidInput, NotFound
 from core.models import articles, feeds, issue_articles, queue_items
 from core.states import ArticleState, Verdict
-from pipeline.collect.run import store_articles, store_feed_articles
+from pipeline.collect.store import store_articles, store_feed_articles
 from pipeline.compose.issues import build_issue
 from pipeline.curate import inbox
 from pipeline.curate import queue as q
@@ -214,7 +214,7 @@ def test_the_articles_command_lists_shows_and_searches(ctx, monkeypatch):
     assert listed.exit_code == 0, listed.output
     assert "Lactic acid lotions compared" in listed.output and "Urea cream" not in listed.output
     assert "below threshold: score 0.2 < 1" in listed.output
-    assert "The next issue would be skipped: 1 new items, 3 needed." in listed.output
+    assert "The next issue would be skipped: 1 new item, 3 needed." in listed.output
     found = run("articles", "search", "bump")
     assert found.exit_code == 0 and "Urea cream" in found.output and "Lactic" not in found.output
     shown = run("articles", "show", str(urea))

@@ -43,7 +43,7 @@ def test_an_order_that_would_skip_fails_with_the_reason_and_dispatch_reports_it(
     q.add_markdown(ctx, "The only tip", "Urea.", approve=True)
     order = send_orders.order_send(ctx, "ed@example.com")
     result = body_for("dispatch", ctx, threading.Event())()
-    assert f"send order {order}: failed: the issue was skipped: 1 new items, 3 needed" \
+    assert f"send order {order}: failed: the issue was skipped: 1 new item, 3 needed" \
         in result.message
     (row,) = send_orders.recent_orders(ctx)
-    assert (row.state, row.result) == ("failed", "the issue was skipped: 1 new items, 3 needed")
+    assert (row.state, row.result) == ("failed", "the issue was skipped: 1 new item, 3 needed")

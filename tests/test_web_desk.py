@@ -215,7 +215,7 @@ def test_articles_inbox_filters_searches_and_acts_in_one_click(ctx, client):
                               _record("Lactic acid lotions compared", score=0.2)])
     page = client.get("/desk/articles").get_data(as_text=True)
     assert "Urea cream" in page and "Lactic acid" in page
-    assert "The next issue would be skipped: 1 new items, 3 needed." in page
+    assert "The next issue would be skipped: 1 new item, 3 needed." in page
     assert "below threshold</span>: score 0.2 &lt; 1" in page and "Keratosis pilaris" in page
     found = client.get("/desk/articles?q=bumps").get_data(as_text=True)
     assert "Urea cream" in found and "Lactic acid" not in found

@@ -45,6 +45,9 @@ def _register(app: Flask) -> None:
     limits.init_app(app)
     for bp in (public.bp, auth.bp, desk.bp, admin.bp, webhooks.bp):
         app.register_blueprint(bp)
+    from web import redirect  # #19: counted links, analytics consent, click report
+
+    app.register_blueprint(redirect.bp)
 
     @app.errorhandler(KpdigestError)
     def _library_error(exc: KpdigestError) -> tuple[str, int]:

@@ -38,6 +38,7 @@ from core.states import DeliveryState, QueueState
 from pipeline.compose.personalize import Personalizer, new_key
 from pipeline.compose.render import Rendered, render_issue
 from pipeline.curate.select import Selection, select_articles
+from pipeline.measure.links import record_links
 from subscribers.store import DEFAULT_LIST, ensure_default_list
 
 DELIVERY_STATES = tuple(DeliveryState)
@@ -188,8 +189,9 @@ def _freeze(conn: Connection, cfg: Config, row: Any, lid: int, period: str, numb
     web_html = ""
     for variant in _audience_variants(conn, lid):
         chosen = variant_articles(sel.picked, variant)
+        counted = record_links(conn, cfg, issue_id, variant, chosen)  # None: counting off
         r = render_issue(cfg, number=number, date=now, subject=subject, intro=cfg.digest.intro,
-                         articles=chosen, key=key, web_url=web_url(cfg, number))
+                         articles=chosen, key=key, web_url=web_url(cfg, number), links=counted)
         notes += r.notes
         conn.execute(insert(issue_variants).values(
             issue_id=issue_id, variant=variant, article_ids=[a["id"] for a in chosen],

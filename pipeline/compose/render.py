@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -93,10 +94,13 @@ def _web_link(url: str | None) -> str | None:
     return url if parts.scheme in ("http", "https") and parts.hostname else None
 
 
-def article_view(a: dict[str, Any], cfg: Config, key: str) -> dict[str, Any]:
+def article_view(a: dict[str, Any], cfg: Config, key: str,
+                 links: Mapping[int, Mapping[str, str]] | None = None) -> dict[str, Any]:
     """What a template sees of one article: one-line title, a summary that fits the
     digest (the sanitised markup when short, else a plain excerpt), images only as the
-    article's own picture with alt text."""
+    article's own picture with alt text. `links` maps article ids to their counted `link`
+    and `more` / `less` vote links (pipeline.measure.links); `url` stays the article's
+    own address."""
     title = defuse(oneline(a.get("title")) or "(untitled)", key)
     summary_html = _IMG_RE.sub("", a.get("summary_html") or "").strip()
     plain = html_to_text(summary_html) or a.get("excerpt") or ""
@@ -104,9 +108,14 @@ def article_view(a: dict[str, Any], cfg: Config, key: str) -> dict[str, Any]:
         summary_html = ""
     text = excerpt(oneline(plain), cfg.digest.summary_chars)
     image = _web_link(a.get("image_url"))
+    url = _web_link(a.get("link"))
+    counted = links.get(a["id"], {}) if links and url and "id" in a else {}
     return {
         "title": title,
-        "link": _web_link(a.get("link")),
+        "link": counted.get("link") or url,
+        "url": url,
+        "more_url": counted.get("more"),
+        "less_url": counted.get("less"),
         "source": defuse(oneline(a.get("source")), key),
         "published_at": a.get("published_at"),
         "summary_html": defuse(summary_html, key),
@@ -144,11 +153,12 @@ def received_bytes(html: str, key: str) -> int:
 
 
 def render_issue(cfg: Config, *, number: int, date: datetime, subject: str, intro: str,
-                 articles: list[dict[str, Any]], key: str, web_url: str) -> Rendered:
+                 articles: list[dict[str, Any]], key: str, web_url: str,
+                 links: Mapping[int, Mapping[str, str]] | None = None) -> Rendered:
     """Render the HTML and text parts of one variant and fit the HTML in the size budget:
     first the longest summaries become short excerpts, then the last items go."""
     env = environment(cfg)
-    items = [article_view(a, cfg, key) for a in articles]
+    items = [article_view(a, cfg, key, links) for a in articles]
     notes: list[str] = []
     budget = cfg.digest.max_html_bytes
     while True:
