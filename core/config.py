@@ -193,6 +193,7 @@ class Shared:
     for the web servers' rate limits (docs/scaling.md)."""
 
     redis_url: str = ""
+    redis_prefix: str = "kpdigest:"
     leader_poll_seconds: float = 5.0
 
 
