@@ -33,7 +33,7 @@ from core.runs import JobResult
 from pipeline.collect.run import collect
 from pipeline.deliver import review
 from pipeline.jobs.weekly import run_weekly
-from subscribers import maintenance
+from subscribers import maintenance, ratelimit
 
 log = logging.getLogger("kpdigest.jobs")
 
@@ -262,7 +262,8 @@ def scheduled(job: str) -> None:
 def _maintenance(ctx: Context) -> JobResult:
     """The daily clean-up of personal data, then this record's own old runs."""
     done = maintenance.run_maintenance(ctx)
-    return JobResult(done.result, f"{done.message}, {purge_runs(ctx)} old job runs forgotten")
+    return JobResult(done.result, f"{done.message}, {purge_runs(ctx)} old job runs forgotten, "
+                                  f"{ratelimit.purge(ctx)} old rate-limit windows")
 
 
 def _collect(ctx: Context) -> JobResult:
