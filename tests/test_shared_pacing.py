@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from core.db import make_engine
 from core.models import pacing_budgets
@@ -105,3 +105,18 @@ def test_pacer_for_shares_only_when_there_is_a_limit(make_ctx):
     limited = make_ctx(sending={"rate_per_second": 50, "rate_per_day": 1000})
     shared = pacer_for(limited, "outbox", used_today=10)
     assert isinstance(shared, SharedPacer) and shared.day_left() == 990
+
+
+@pytest.mark.xfail(strict=True, reason="engine.Sender builds Pacer(...) itself; the integrator "
+                   "makes it pacer_for(ctx, transport.name, used_today)")
+def test_a_send_draws_on_the_shared_budget(make_ctx):
+    from pipeline.deliver.engine import send_issue
+    from tests.fakes.issue import make_issue
+
+    ctx = make_ctx(sending={"rate_per_second": 1000, "rate_per_day": 100})
+    number = make_issue(ctx, 5)
+    send_issue(ctx, number, force=True)
+    with ctx.engine.connect() as conn:
+        used = conn.execute(select(pacing_budgets.c.day_used)
+                            .where(pacing_budgets.c.key == "outbox")).scalar_one_or_none()
+    assert used == 5
