@@ -34,7 +34,7 @@ from core.config import Config
 from core.context import Context
 from core.errors import KpdigestError
 from pipeline.jobs import registry as jobs
-from pipeline.jobs.leader import Leadership
+from pipeline.jobs.leader import Leadership, close_orphaned_runs
 
 log = logging.getLogger("kpdigest.schedule")
 JOB_FUNC = "pipeline.jobs:scheduled"  # stored in the job store: a stable name
@@ -161,7 +161,7 @@ def run_leading(ctx: Context, stop: threading.Event, lead: Leadership) -> bool:
     """Run the jobs while leading; True when the lead was lost (the lock session died)."""
     jobs.bind(ctx, stop)
     logging.getLogger("apscheduler.scheduler").addFilter(ShutdownRace(stop))
-    interrupted = jobs.close_interrupted(ctx)
+    interrupted = jobs.close_interrupted(ctx) + close_orphaned_runs(ctx)
     if interrupted:
         log.warning("%d job run(s) were interrupted by a previous stop; recorded as failed", interrupted)
     sched = build_scheduler(ctx)
@@ -199,7 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         ctx.require_schema()
         if args.once:
             stop = threading.Event()
-            outcome = jobs.run_recorded(ctx, "weekly", jobs.body_for("weekly", ctx, stop))
+            seen = Leadership(ctx)
+            seen.present()  # a new leader must not take this run for an orphan
+            try:
+                outcome = jobs.run_recorded(ctx, "weekly", jobs.body_for("weekly", ctx, stop))
+            finally:
+                seen.release()
             return 1 if outcome.result == "failed" else 0
         return run_forever(ctx)
     except KpdigestError as exc:

@@ -12,11 +12,21 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.pool import NullPool
 
+from core.db import make_engine, utcnow
 from core.models import issues, job_runs
 from kpdigest.main import main as cli
-from pipeline.jobs.leader import Leadership, _parse, _tag, leader_status, lock_key
+from pipeline.jobs.leader import (
+    Leadership,
+    _parse,
+    _tag,
+    close_orphaned_runs,
+    leader_status,
+    lock_key,
+)
+from pipeline.jobs.leader import me as leader_me
 from tests.test_schedule_process import (  # noqa: F401  (setup and smtp are fixtures)
     RECIPIENTS,
     _emails,
@@ -139,6 +149,30 @@ def test_one_lock_per_schema_and_a_lost_session_is_noticed(ctx):
         first.release()
         second.release()
     assert lock_key("a") != lock_key("b")
+
+
+def test_a_new_leader_closes_the_runs_of_a_scheduler_gone_from_another_host(ctx):
+    _postgres_only(ctx)
+    with ctx.engine.begin() as conn:
+        tag = _tag(lock_key(conn.execute(text("SELECT current_schema()")).scalar_one()))
+        conn.execute(insert(job_runs), [
+            {"job": "weekly", "started_at": utcnow(), "result": "running", "message": m}
+            for m in ("running in other-host:4242", f"running in {leader_me()}")])
+    # the other host's scheduler: a named session as long as it lives
+    other = make_engine(ctx.config.database_url, poolclass=NullPool,
+                        connect_args={"application_name": f"kps {tag} S other-host:4242"})
+    session = other.connect()
+    try:
+        assert close_orphaned_runs(ctx) == 0
+    finally:
+        session.close()  # its host is gone: the session ends
+        other.dispose()
+    assert close_orphaned_runs(ctx) == 1
+    with ctx.engine.connect() as conn:
+        rows = dict(conn.execute(select(job_runs.c.message, job_runs.c.result)).all())
+    assert rows == {f"running in {leader_me()}": "running",  # this host's: close_interrupted's
+                    "interrupted: the scheduler other-host:4242 stopped (its database session "
+                    "ended) before the job finished": "failed"}
 
 
 def test_the_status_parser_ignores_what_it_does_not_know():

@@ -30,13 +30,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from core.context import Context
-from core.db import make_engine
+from core.db import make_engine, utcnow
+from core.models import job_runs
 
 log = logging.getLogger("kpdigest.leader")
 
@@ -76,7 +77,7 @@ class Leadership:
         self._conn: Connection | None = None
         self._key = 0
 
-    def _connect(self) -> Connection:
+    def _connect(self, role: str = "S") -> Connection:
         if self._conn is None:
             self._engine = make_engine(self.ctx.config.database_url, poolclass=NullPool,
                                        connect_args=_KEEPALIVE_ARGS)
@@ -86,13 +87,19 @@ class Leadership:
                                 ("tcp_keepalives_count", KEEPALIVE_COUNT)):
                 conn.execute(text(f"SET {name} = {int(value)}"))
             self._key = lock_key(conn.execute(text("SELECT current_schema()")).scalar_one())
-            self._name(conn, "S")
+            self._name(conn, role)
             self._conn = conn
         return self._conn
 
     def _name(self, conn: Connection, role: str) -> None:
         name = f"{APP_PREFIX} {_tag(self._key)} {role} {me()}"[:63]
         conn.execute(text("SELECT set_config('application_name', :n, false)"), {"n": name})
+
+    def present(self) -> None:
+        """Be seen without leading (`schedule.py --once`): a session that says this process
+        is alive, so a new leader does not close its job run as orphaned."""
+        if self.elected:
+            self._connect("O")
 
     def try_lead(self) -> bool:
         """One attempt; True when this process now leads."""
@@ -179,6 +186,43 @@ def leader_status(ctx: Context) -> LeaderStatus:
             "WHERE datname = current_database() AND application_name LIKE :p"),
             {"p": f"{APP_PREFIX} {tag} %"}).scalars().all()
     return _parse(names)
+
+
+def _who(owner: str) -> str:
+    """host:pid as sessions name it (the host cut to fit `application_name`)."""
+    host, _, pid = owner.rpartition(":")
+    return f"{host[:36]}:{pid}"
+
+
+def close_orphaned_runs(ctx: Context) -> int:
+    """Job runs left `running` by a scheduler on another host that is gone: its process
+    had a named session (leader, standby or `--once`) as long as it lived, so a run whose
+    owner has none was cut off. Recorded as failed; returns how many. (Runs of this
+    host's dead processes are `registry.close_interrupted`'s: it can ask the kernel.)"""
+    if ctx.engine.dialect.name != "postgresql":
+        return 0
+    with ctx.engine.connect() as conn:
+        tag = _tag(lock_key(conn.execute(text("SELECT current_schema()")).scalar_one()))
+        names = conn.execute(text(
+            "SELECT application_name FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name LIKE :p"),
+            {"p": f"{APP_PREFIX} {tag} %"}).scalars().all()
+    alive = {str(n).split(" ", 3)[-1] for n in names}
+    here = socket.gethostname()[:36]
+    with ctx.engine.begin() as conn:
+        rows = conn.execute(select(job_runs.c.id, job_runs.c.message)
+                            .where(job_runs.c.result == "running")).all()
+        gone = {}
+        for r in rows:
+            owner = _who((r.message or "").removeprefix("running in "))
+            if not owner.startswith(here + ":") and owner not in alive:
+                gone[r.id] = owner
+        for run_id, owner in gone.items():
+            conn.execute(update(job_runs).where(job_runs.c.id == run_id).values(
+                finished_at=utcnow(), result="failed",
+                message=f"interrupted: the scheduler {owner} stopped (its database session "
+                        "ended) before the job finished"))
+    return len(gone)
 
 
 def _parse(names: list[Any]) -> LeaderStatus:
