@@ -52,9 +52,9 @@ def _up(base: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
         if proc.poll() is not None:
             raise AssertionError(f"kpdigest serve exited with {proc.returncode}")
         try:
-            requests.get(base + "/", timeout=2)
+            requests.get(base + "/", timeout=10)
             return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or slow to answer its first
             time.sleep(0.1)
     raise AssertionError(f"{base} did not answer")
 

@@ -298,12 +298,13 @@ class _Tx:
 
 
 def pacer_for(ctx: Context, key: str, used_today: int = 0) -> Pacer | SharedPacer:
-    """The pacer for one provider account (`key`: the transport's name): shared through
-    the database when a limit is set, so every sender on every host draws on one budget;
-    in-process (no database traffic) when unlimited."""
+    """The pacer for one provider account (`key`: the transport's name): on PostgreSQL,
+    when a limit is set, shared through the database, so every sender on every host draws
+    on one budget. Unlimited, or on SQLite (one host, one writer: the budget's writes would
+    queue behind the ledger's), the in-process Pacer as before."""
     s = ctx.config.sending
-    if not (s.rate_per_second or s.rate_per_day):
-        return Pacer()
+    if ctx.engine.dialect.name != "postgresql" or not (s.rate_per_second or s.rate_per_day):
+        return Pacer(s.rate_per_second, s.rate_per_day, used_today)
     return SharedPacer(ctx.engine, key, s.rate_per_second, s.rate_per_day, used_today)
 
 
