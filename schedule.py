@@ -6,6 +6,9 @@
 Jobs live in APScheduler's SQLAlchemy job store on the project database, so a restart
 knows which fire time it missed: within the grace window the job runs late, past it the
 run is recorded as `skipped` ("missed: ..."). The job bodies are in pipeline/jobs/registry.py.
+
+On PostgreSQL any number of these processes may run, on any hosts: one leads and runs the
+jobs, the others stand by and take over when it dies (pipeline/jobs/leader.py).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,6 +34,7 @@ from core.config import Config
 from core.context import Context
 from core.errors import KpdigestError
 from pipeline.jobs import registry as jobs
+from pipeline.jobs.leader import Leadership, close_orphaned_runs
 
 log = logging.getLogger("kpdigest.schedule")
 JOB_FUNC = "pipeline.jobs:scheduled"  # stored in the job store: a stable name
@@ -126,12 +131,9 @@ class ShutdownRace(logging.Filter):
 
 
 def run_forever(ctx: Context) -> int:
+    """Stand by until this process leads (at once on SQLite), then run the jobs until a
+    signal, or until the lead is lost (exit 1: systemd restarts it as a standby)."""
     stop = threading.Event()
-    jobs.bind(ctx, stop)
-    logging.getLogger("apscheduler.scheduler").addFilter(ShutdownRace(stop))
-    interrupted = jobs.close_interrupted(ctx)
-    if interrupted:
-        log.warning("%d job run(s) were interrupted by a previous stop; recorded as failed", interrupted)
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("%s received: taking no new jobs, letting batches in flight finish",
@@ -140,6 +142,28 @@ def run_forever(ctx: Context) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    lead = Leadership(ctx)
+    if not lead.wait_for_lead(stop):
+        lead.release()
+        log.info("scheduler stopped (was standby)")
+        return 0
+    try:
+        lost = run_leading(ctx, stop, lead)
+    finally:
+        lead.release()
+    # A repeated SIGTERM while the interpreter exits must not turn a clean stop into a kill.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    log.info("scheduler stopped")
+    return 1 if lost else 0
+
+
+def run_leading(ctx: Context, stop: threading.Event, lead: Leadership) -> bool:
+    """Run the jobs while leading; True when the lead was lost (the lock session died)."""
+    jobs.bind(ctx, stop)
+    logging.getLogger("apscheduler.scheduler").addFilter(ShutdownRace(stop))
+    interrupted = jobs.close_interrupted(ctx) + close_orphaned_runs(ctx)
+    if interrupted:
+        log.warning("%d job run(s) were interrupted by a previous stop; recorded as failed", interrupted)
     sched = build_scheduler(ctx)
     sched.start(paused=True)
     sync_jobs(sched, ctx.config)
@@ -148,13 +172,17 @@ def run_forever(ctx: Context) -> int:
         log.info("job %s (%s): next run %s", job.id, job.name, job.next_run_time)
     sched.resume()
     log.info("scheduler running (pid %s)", os.getpid())
+    lost, beat = False, time.monotonic()
     while not stop.wait(1.0):
-        pass
+        if time.monotonic() - beat >= min(lead.poll, 5.0):
+            beat = time.monotonic()
+            if not lead.still_leading():
+                log.error("lost the lead (the database session holding it ended): stopping so "
+                          "that a standby runs the jobs; restart this process as a standby")
+                lost = True
+                stop.set()
     sched.shutdown(wait=True)
-    # A repeated SIGTERM while the interpreter exits must not turn a clean stop into a kill.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    log.info("scheduler stopped")
-    return 0
+    return lost
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,7 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         ctx.require_schema()
         if args.once:
             stop = threading.Event()
-            outcome = jobs.run_recorded(ctx, "weekly", jobs.body_for("weekly", ctx, stop))
+            seen = Leadership(ctx)
+            seen.present()  # a new leader must not take this run for an orphan
+            try:
+                outcome = jobs.run_recorded(ctx, "weekly", jobs.body_for("weekly", ctx, stop))
+            finally:
+                seen.release()
             return 1 if outcome.result == "failed" else 0
         return run_forever(ctx)
     except KpdigestError as exc:

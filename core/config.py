@@ -264,6 +264,16 @@ class Analytics:
     machine_networks: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Shared:
+    """State shared by several hosts: the scheduler's leader election and an optional Redis
+    for the web servers' rate limits (docs/scaling.md)."""
+
+    redis_url: str = ""
+    redis_prefix: str = "kpdigest:"
+    leader_poll_seconds: float = 5.0
+
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -288,6 +298,7 @@ class Config:
     doctor: Doctor = field(default_factory=Doctor)
     reputation: Reputation = field(default_factory=Reputation)
     analytics: Analytics = field(default_factory=Analytics)
+    shared: Shared = field(default_factory=Shared)
     base_dir: Path = PROJECT_ROOT
     source: Path | None = None
 
@@ -442,6 +453,11 @@ def _validate(cfg: Config) -> None:
         for t in feed.topics:
             if t not in cfg.topics:
                 raise ConfigError(f"feeds[{i}].topics: unknown topic {t!r}")
+    if cfg.shared.redis_url and not cfg.shared.redis_url.startswith(("redis://", "rediss://",
+                                                                       "unix://")):
+        raise ConfigError(f"shared.redis_url: {cfg.shared.redis_url!r} is not a redis:// URL")
+    if cfg.shared.leader_poll_seconds <= 0:
+        raise ConfigError("shared.leader_poll_seconds: must be more than 0")
     if cfg.selection.min_items > cfg.selection.max_items:
         raise ConfigError("selection.min_items: larger than selection.max_items")
     _validate_web(cfg)

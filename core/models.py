@@ -364,6 +364,17 @@ job_runs = Table(
     Index("ix_job_runs_job", "job", "id"),
 )
 
+#: A provider account's sending budget shared by all senders (pipeline/deliver/pacing.py).
+#: Times are seconds since the epoch on the database's clock, never a sender host's.
+pacing_budgets = Table(
+    "pacing_budgets", metadata,
+    Column("key", String(100), primary_key=True),  # the transport (provider account)
+    Column("tat", Float, nullable=False),  # the per-second bucket: when it would be full again
+    Column("day_start", Float, nullable=False),
+    Column("day_used", Integer, nullable=False),
+    Column("hold_until", Float, nullable=False),  # nobody hands over before this (a 429)
+)
+
 rate_limits = Table(
     "rate_limits", metadata,
     Column("key", String(200), primary_key=True),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
@@ -29,6 +30,7 @@ def status(obj: Lazy) -> None:
 
     ctx = get(obj)
     tz = ZoneInfo(ctx.config.schedule.timezone)
+    _leader(ctx, tz)
     for job in schedule_status(ctx):
         source = "" if job["next_run_source"] == "store" else " (from config; scheduler not started yet)"
         click.echo(f"{job['id']}: {job['description']}")
@@ -40,6 +42,20 @@ def status(obj: Lazy) -> None:
         click.echo(f"  last run:    {_when(job['last_run'], tz)}{took}: {job['last_result']}")
         if job["last_message"]:
             click.echo(f"               {job['last_message']}")
+
+
+def _leader(ctx: Any, tz: ZoneInfo) -> None:
+    """Which scheduler runs the jobs (PostgreSQL elects one; docs/scaling.md)."""
+    from pipeline.jobs.leader import leader_status
+
+    lead = leader_status(ctx)
+    if lead.mode == "single":
+        click.echo("leader:      one scheduler (SQLite: no election)")
+        return
+    who = f"{lead.leader} since {_when(lead.since, tz)}" if lead.leader else \
+        "none: no scheduler is running, the jobs do not run"
+    click.echo(f"leader:      {who}")
+    click.echo(f"standbys:    {', '.join(lead.standbys) or 'none'}")
 
 
 def register(group: click.Group) -> None:

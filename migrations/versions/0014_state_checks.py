@@ -4,14 +4,14 @@ The values are written out here, not imported: a migration is a snapshot, and a 
 state gets its own migration that replaces the constraint.
 
 Revision ID: 0014
-Revises: 0011
+Revises: 0013
 Create Date: 2026-12-07 22:00:00
 """
 from alembic import op
 
 
 revision = '0014'
-down_revision = '0011'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 

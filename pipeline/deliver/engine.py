@@ -36,7 +36,7 @@ from pipeline.deliver.doctor import ensure_domain_ready
 from pipeline.deliver.doctor.rates import ensure_reputation
 from pipeline.deliver.gctuning import rare_collections
 from pipeline.deliver.outcome import final_status
-from pipeline.deliver.pacing import Pacer, backoff
+from pipeline.deliver.pacing import backoff, pacer_for
 from pipeline.deliver.reconcile import ReconcileReport, reconcile_quietly
 from pipeline.deliver.transports import get_transport
 from pipeline.deliver.transports.base import Outcome, RetryBatch, Transport, UnknownOutcome
@@ -177,7 +177,7 @@ class Sender:
         self.size = min(s.batch_size or transport.max_batch, transport.max_batch)
         self.in_flight = max(1, s.max_in_flight)
         self.max_attempts = max(1, s.max_attempts)
-        self.pacer = Pacer(s.rate_per_second, s.rate_per_day, ledger.sent_today(ctx) if s.rate_per_day else 0)
+        self.pacer = pacer_for(ctx, transport.name, ledger.sent_today(ctx) if s.rate_per_day else 0)
         self.linker = Linker(ctx.config.site.base_url, ctx.config.secret_key,
                              issue.frozen_at or issue.created_at)
         self.progress = progress

@@ -69,14 +69,21 @@ def _stale(row: Any, me: str, lease: datetime) -> bool:
     return _pid_alive(row.claimed_by) is False or row.claimed_at is None or row.claimed_at < lease
 
 
+def database_now(conn: Connection) -> datetime:
+    """The time on the database's clock (PostgreSQL), or this host's (SQLite: one host)."""
+    if is_postgres(conn):
+        return conn.execute(select(func.now())).scalar_one()
+    return utcnow()
+
+
 def recover_stale(ctx: Context, issue_id: int, transport: Transport, me: str) -> tuple[int, int]:
     """Rows a dead sender left behind. Claimed but never posted (`sending`): back to the
     queue, attempt given back; nobody was mailed. Posted with no answer (`posted`):
     `unknown`, or queued again with the same key if the transport is idempotent.
     Returns (made unknown, re-queued)."""
-    lease = utcnow() - timedelta(seconds=ctx.config.sending.lease_seconds)
     d = deliveries.c
     with ctx.engine.begin() as conn:
+        lease = database_now(conn) - timedelta(seconds=ctx.config.sending.lease_seconds)
         rows = conn.execute(select(d.id, d.state, d.claimed_by, d.claimed_at).where(
             d.issue_id == issue_id, d.state.in_(IN_FLIGHT))).all()
         stale = [r for r in rows if _stale(r, me, lease)]
@@ -146,8 +153,11 @@ def _claim_statements(postgres: bool, keyed: bool) -> tuple[Any, Any]:
     pick = select(d.id).where(*mine, d.batch_key == bindparam("p_key")) if keyed else \
         select(d.id).where(*mine, d.batch_key.is_(None)).order_by(d.batch_key, d.id) \
         .limit(bindparam("p_size"))
+    # PostgreSQL may serve senders on several hosts: a lease is stamped (and judged, in
+    # recover_stale) on the database's clock, so hosts whose clocks disagree agree on it.
+    stamp = func.now() if postgres else bindparam("p_now")
     claim = update(deliveries).values(
-        state="sending", claimed_by=bindparam("p_me"), claimed_at=bindparam("p_now"),
+        state="sending", claimed_by=bindparam("p_me"), claimed_at=stamp,
         batch_key=bindparam("p_key"), attempts=d.attempts + 1)
     if postgres:
         # Lock the page in a CTE evaluated once, then update it by an array of its row

@@ -36,7 +36,7 @@ from pipeline.compose.issues import delivery_counts, period_for
 from pipeline.deliver.doctor.rates import enforce
 from pipeline.jobs import send_orders
 from pipeline.jobs.weekly import run_weekly
-from subscribers import maintenance
+from subscribers import maintenance, ratelimit
 
 log = logging.getLogger("kpdigest.jobs")
 
@@ -292,7 +292,8 @@ def scheduled(job: str) -> None:
 def _maintenance(ctx: Context) -> JobResult:
     """The daily clean-up of personal data, then this record's own old runs."""
     done = maintenance.run_maintenance(ctx)
-    return JobResult(done.result, f"{done.message}, {purge_runs(ctx)} old job runs forgotten")
+    return JobResult(done.result, f"{done.message}, {purge_runs(ctx)} old job runs forgotten, "
+                                  f"{ratelimit.purge(ctx)} old rate-limit windows")
 
 
 def _dispatch(ctx: Context, stop: threading.Event,
