@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from core.config import Config
 from core.context import Context
 from core.errors import KpdigestError
+from pipeline.deliver import lane
 from pipeline.jobs import registry as jobs
 
 log = logging.getLogger("kpdigest.schedule")
@@ -147,10 +148,13 @@ def run_forever(ctx: Context) -> int:
     for job in sched.get_jobs():
         log.info("job %s (%s): next run %s", job.id, job.name, job.next_run_time)
     sched.resume()
+    worker = lane.start_worker(ctx, stop)  # people who are waiting never wait behind an issue
     log.info("scheduler running (pid %s)", os.getpid())
     while not stop.wait(1.0):
         pass
+    lane.WAKE.set()
     sched.shutdown(wait=True)
+    worker.join(timeout=30)
     # A repeated SIGTERM while the interpreter exits must not turn a clean stop into a kill.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log.info("scheduler stopped")

@@ -137,6 +137,7 @@ class Sending:
     error_threshold: float = 0.2
     lease_seconds: int = 600
     backoff_seconds: float = 0.5
+    lane_share: float = 0.05  # of rate_per_second, reserved for the lane (pipeline/deliver/lane.py)
 
 
 @dataclass
@@ -337,6 +338,8 @@ def _validate(cfg: Config) -> None:
         for t in feed.topics:
             if t not in cfg.topics:
                 raise ConfigError(f"feeds[{i}].topics: unknown topic {t!r}")
+    if not 0 < cfg.sending.lane_share <= 1:
+        raise ConfigError("sending.lane_share: must be more than 0 and at most 1")
     if cfg.selection.min_items > cfg.selection.max_items:
         raise ConfigError("selection.min_items: larger than selection.max_items")
 

@@ -64,15 +64,24 @@ def run(obj: Lazy, force: bool) -> None:
 @pass_ctx
 def serve(obj: Lazy, host: str | None, port: int | None) -> None:
     """Serve the web app on a production WSGI server (waitress)."""
+    import threading
+
     from waitress import serve as waitress_serve
 
+    from pipeline.deliver import lane
     from web import create_app
 
     ctx = get(obj)
     app = create_app(ctx)
     h, p = host or ctx.config.web.host, port or ctx.config.web.port
+    stop = threading.Event()
+    lane.start_worker(ctx, stop)  # sign-up mail goes out from here, never inside a request
     click.echo(f"serving on http://{h}:{p}")
-    waitress_serve(app, host=h, port=p)
+    try:
+        waitress_serve(app, host=h, port=p)
+    finally:
+        stop.set()
+        lane.WAKE.set()
 
 
 def register(group: click.Group) -> None:

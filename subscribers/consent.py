@@ -18,6 +18,8 @@ from core.context import Context
 from core.db import utcnow
 from core.errors import InvalidInput, NotFound
 from core.models import deliveries, events, issues, lists, subscribers, subscriptions, suppressions
+from core.states import OutboundKind
+from subscribers.outbound import enqueue, welcome_key
 from subscribers.store import DEFAULT_LIST, is_suppressed, log_event
 
 # A confirmed re-opt-in lifts these; bounces and complaints stay until an admin lifts them.
@@ -44,6 +46,13 @@ def topic_key(ctx: Context, topics: list[str] | None) -> str | None:
     if not chosen or set(chosen) == set(ctx.config.topics):
         return None
     return ",".join(chosen)
+
+
+def check_signup(ctx: Context, email: str, topics: list[str] | None) -> None:
+    """Refuse a malformed address or an unknown topic before anything is queued; reads
+    nothing stored, so it takes the same time for every address."""
+    normalize_email(email)
+    topic_key(ctx, topics)
 
 
 def public_lists(ctx: Context) -> list[Any]:
@@ -122,6 +131,9 @@ def confirm(ctx: Context, subscriber_id: int) -> int:
         if n:
             conn.execute(delete(suppressions).where(suppressions.c.email == sub.email))
             log_event(conn, subscriber_id, "confirmed", {"subscriptions": n})
+            # In this transaction, under a unique key: once per subscriber, whatever crashes.
+            enqueue(conn, OutboundKind.WELCOME, subscriber_id=subscriber_id,
+                    dedupe_key=welcome_key(subscriber_id), now=now)
         return int(n)
 
 

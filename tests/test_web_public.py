@@ -11,6 +11,7 @@ from sqlalchemy import select
 from core.models import events, subscribers, subscriptions, suppressions
 from pipeline.compose.issues import build_issue
 from pipeline.curate.queue import add_markdown
+from pipeline.deliver.lane import drain
 from subscribers.store import add_subscriber, suppress
 from subscribers.tokens import make_token
 from tests.test_web_helpers import csrf, fresh_outbox, link_in, make_app
@@ -27,8 +28,10 @@ def _subscribe(client, **fields):
     ip = fields.pop("ip", "10.0.0.1")
     data = {"email": "new@example.com", "name": "New", "consent": "yes", "csrf_token": csrf(client)}
     data.update(fields)
-    return client.post("/subscribe", data=data, environ_base={"REMOTE_ADDR": ip},
+    resp = client.post("/subscribe", data=data, environ_base={"REMOTE_ADDR": ip},
                        headers={"User-Agent": "TestAgent/1.0"})
+    drain(client.application.extensions["kpdigest"])  # the lane records the sign-up
+    return resp
 
 
 def _status(ctx, addr):

@@ -14,9 +14,9 @@ from typing import Any
 from flask import Blueprint, Response, abort, render_template, request
 from sqlalchemy import select
 
-from core.errors import InvalidInput, KpdigestError, NotFound
+from core.errors import InvalidInput, NotFound
 from core.models import issues, lists
-from pipeline.deliver.mailer import send_link
+from pipeline.deliver import lane
 from subscribers import consent, store
 from subscribers.ratelimit import hit
 from subscribers.tokens import InvalidToken, make_token, read_token
@@ -46,14 +46,9 @@ def _limited(kind: str) -> bool:
 
 
 def _mail(sid: int | None, purpose: str) -> None:
-    """Send a link if there is someone to send it to; failures are logged, never shown,
-    so the page reads the same either way."""
-    if sid is None:
-        return
-    try:
-        send_link(ctx(), sid, purpose)
-    except KpdigestError:
-        log.exception("could not send the %s mail to subscriber %s", purpose, sid)
+    """Queue a link for the lane if there is someone to send it to: the request never
+    waits for a provider, so the page reads the same, and as fast, either way."""
+    lane.queue_link(ctx(), sid, purpose)
 
 
 def _form(form: Any, error: str | None = None, status: int = 200) -> tuple[str, int]:
@@ -82,12 +77,11 @@ def subscribe() -> tuple[str, int]:
     evidence = consent.Evidence(source=request.path, ip=client_ip(),
                                 user_agent=(request.user_agent.string or "")[:500],
                                 text=cfg.web.consent_text, version=cfg.web.consent_version)
-    try:
-        sid = consent.signup(ctx(), form.get("email", ""), form.get("name", ""), topics or None,
-                             list_slugs=chosen, evidence=evidence)
+    try:  # the lane records it and mails the confirmation: the same work for every address
+        lane.queue_signup(ctx(), form.get("email", ""), form.get("name", ""), topics or None,
+                          chosen, evidence)
     except InvalidInput:
         return _form(form, "Please enter a valid email address.", 400)
-    _mail(sid, "confirm")
     return _page("Check your inbox", CHECK_INBOX)
 
 

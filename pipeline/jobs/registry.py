@@ -31,7 +31,7 @@ from core.db import utcnow
 from core.models import job_runs
 from core.runs import JobResult
 from pipeline.collect.run import collect
-from pipeline.deliver import review
+from pipeline.deliver import lane, review
 from pipeline.jobs.weekly import run_weekly
 from subscribers import maintenance
 
@@ -43,7 +43,8 @@ JOBSTORE_TABLE = "apscheduler_jobs"
 DESCRIPTIONS = {
     "collect": "fetch every enabled feed",
     "weekly": "build, check and send this week's issue",
-    "dispatch": "resume interrupted sends, send approved drafts, apply review deadlines",
+    "dispatch": "send waiting sign-up mail, resume interrupted sends, send approved drafts, "
+                "apply review deadlines",
     "maintenance": "expire unconfirmed sign-ups, purge old webhook events",
 }
 JOB_IDS = tuple(DESCRIPTIONS)
@@ -244,7 +245,7 @@ def body_for(job: str, ctx: Context, stop: threading.Event) -> Callable[[], JobR
     bodies: dict[str, Callable[[], JobResult]] = {
         "collect": lambda: _collect(ctx),
         "weekly": lambda: _weekly(ctx, stop),
-        "dispatch": lambda: review.dispatch(ctx, stop=stop),
+        "dispatch": lambda: _dispatch(ctx, stop),
         "maintenance": lambda: _maintenance(ctx),
     }
     return bodies[job]
@@ -257,6 +258,17 @@ def scheduled(job: str) -> None:
     if _runtime.stop.is_set():
         return
     run_recorded(_runtime.ctx, job, body_for(job, _runtime.ctx, _runtime.stop))
+
+
+def _dispatch(ctx: Context, stop: threading.Event) -> JobResult:
+    """The lane first (a backstop for the scheduler's lane thread: it never waits behind an
+    issue), then deadlines and sending."""
+    mail = lane.run_once(ctx, stop=stop)
+    sent = review.dispatch(ctx, stop=stop)
+    if not mail.handled and not mail.recovered:
+        return sent
+    note = f"lane: {mail.summary()}"
+    return JobResult(sent.result, note if sent.noop else f"{note}; {sent.message}")
 
 
 def _maintenance(ctx: Context) -> JobResult:
