@@ -16,11 +16,11 @@ from sqlalchemy.engine import Connection
 from core.addresses import normalize_email
 from core.context import Context
 from core.db import utcnow
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound, StateError
 from core.models import deliveries, events, issues, lists, subscribers, subscriptions, suppressions
-from core.states import OutboundKind
+from core.states import OutboundKind, SubscriptionStatus
 from subscribers.outbound import enqueue, welcome_key
-from subscribers.store import DEFAULT_LIST, is_suppressed, log_event
+from subscribers.store import DEFAULT_LIST, ensure_default_list, is_suppressed, log_event
 
 # A confirmed re-opt-in lifts these; bounces and complaints stay until an admin lifts them.
 LIFTED_BY_CONFIRMATION = ("unsubscribed", "erased")
@@ -135,6 +135,40 @@ def confirm(ctx: Context, subscriber_id: int) -> int:
             enqueue(conn, OutboundKind.WELCOME, subscriber_id=subscriber_id,
                     dedupe_key=welcome_key(subscriber_id), now=now)
         return int(n)
+
+
+def resubscribe(ctx: Context, subscriber_id: int, evidence: Evidence) -> int:
+    """Come back after unsubscribing, from a link only the mailbox owner has (so no second
+    opt-in mail): fresh consent evidence on every unsubscribed subscription (or a new one
+    on the weekly list), active again, the unsubscribe suppression lifted. Bounces and
+    complaints stay (StateError). Returns how many subscriptions are active again."""
+    now = utcnow()
+    with ctx.engine.begin() as conn:
+        sub = conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+        if sub is None:
+            raise NotFound("this subscription no longer exists; please subscribe again")
+        reason = is_suppressed(conn, sub.email)
+        if reason and reason not in LIFTED_BY_CONFIRMATION:
+            raise StateError(f"this address is blocked ({reason}); write to us to lift it")
+        values = dict(status=SubscriptionStatus.ACTIVE, consent_at=now,
+                      consent_source=evidence.source[:200], consent_ip=(evidence.ip or "")[:64] or None,
+                      consent_user_agent=evidence.user_agent, consent_text=evidence.text,
+                      consent_version=evidence.version, confirmed_at=now, unsubscribed_at=None,
+                      paused_until=None, updated_at=now)
+        n = conn.execute(update(subscriptions).where(
+            subscriptions.c.subscriber_id == subscriber_id,
+            subscriptions.c.status == SubscriptionStatus.UNSUBSCRIBED).values(**values)).rowcount
+        live = conn.execute(select(subscriptions.c.id).where(
+            subscriptions.c.subscriber_id == subscriber_id)).first()
+        if not n and live is None:
+            lid = ensure_default_list(conn, ctx.config.site.name)
+            conn.execute(insert(subscriptions).values(subscriber_id=subscriber_id, list_id=lid,
+                                                      created_at=now, **values))
+            n = 1
+        conn.execute(delete(suppressions).where(suppressions.c.email == sub.email))
+        log_event(conn, subscriber_id, "resubscribed",
+                  {"subscriptions": n, "source": evidence.source, "ip": evidence.ip})
+    return int(n)
 
 
 def preferences(ctx: Context, subscriber_id: int) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from subscribers import consent
 from subscribers.store import add_subscriber, unsubscribe
 from tests.fakes.config import use_provider
 from tests.fakes.issue import add_subscribers, emails, make_issue
-from tests.fakes.providers import Fault, FakeProvider
+from tests.fakes.providers import FakeProvider, Fault
 from tests.test_web_helpers import body, csrf, fresh_outbox, link_in, make_app
 
 EVIDENCE = consent.Evidence(source="/subscribe", ip="10.0.0.1", text="yes", version="1")

@@ -109,8 +109,31 @@ def unsubscribe_token(token: str) -> tuple[str, int]:
     sid = _subscriber_from(token, "unsubscribe")
     with contextlib.suppress(NotFound):  # erased already: nothing left to mail
         store.unsubscribe(ctx(), sid, source="one-click")
-    return _page("You are unsubscribed", "You will not receive the digest any more. "
-                 "Your address stays on our do-not-mail list so that it is never mailed again.")
+    return render_template("unsubscribed.html", token=token), 200
+
+
+@bp.post("/resubscribe/<token>")
+def resubscribe(token: str) -> tuple[str, int]:
+    """From the unsubscribe confirmation: the unsubscribe token proves the mailbox."""
+    return _resubscribe(_subscriber_from(token, "unsubscribe"), "/resubscribe")
+
+
+@bp.post("/preferences/<token>/resubscribe")
+def preferences_resubscribe(token: str) -> tuple[str, int]:
+    return _resubscribe(_subscriber_from(token, "preferences"), "/preferences/resubscribe")
+
+
+def _resubscribe(sid: int, source: str) -> tuple[str, int]:
+    """A fresh consent, with its evidence (the page, never the token), and back to active."""
+    cfg = ctx().config
+    if not request.form.get("consent"):
+        return _page("Not resubscribed", "Please tick the box to say you want the digest again.", 400)
+    consent.resubscribe(ctx(), sid, consent.Evidence(
+        source=source, ip=client_ip(), user_agent=(request.user_agent.string or "")[:500],
+        text=cfg.web.consent_text, version=cfg.web.consent_version))
+    prefs = make_token(cfg.secret_key, "preferences", sid)
+    return _page("Welcome back", "You are subscribed again: the next digest comes to your inbox.",
+                 link=("Choose topics or pause", f"/preferences/{prefs}"))
 
 
 @bp.route("/unsubscribe", methods=["GET"])

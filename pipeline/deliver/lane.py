@@ -126,7 +126,7 @@ def run_once(ctx: Context, *, transport: Transport | None = None, pacer: Pacer |
     owner = owner_name()
     for _ in range(limit):
         # One row per claim: a worker killed mid-send leaves one row `sending`, not a batch.
-        if stop is not None and stop.is_set() or not pacer.acquire(1, stop):
+        if (stop is not None and stop.is_set()) or not pacer.acquire(1, stop):
             break
         rows = claim(ctx, owner, 1, now)
         if not rows:
