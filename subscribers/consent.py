@@ -8,6 +8,7 @@ same answer either way, and only the mailbox owner learns more (from the email).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, select, update
@@ -22,6 +23,7 @@ from core.states import OutboundKind, SubscriptionStatus
 from subscribers.outbound import enqueue, welcome_key
 from subscribers.store import DEFAULT_LIST, ensure_default_list, is_suppressed, log_event
 
+PAUSE_WEEKS = (2, 4, 8)
 # A confirmed re-opt-in lifts these; bounces and complaints stay until an admin lifts them.
 LIFTED_BY_CONFIRMATION = ("unsubscribed", "erased")
 
@@ -185,22 +187,72 @@ def preferences(ctx: Context, subscriber_id: int) -> dict[str, Any]:
     return {"subscriber": sub, "subscriptions": subs, "suppressed": reason}
 
 
+def _live(subscriber_id: int) -> Any:
+    return and_(subscriptions.c.subscriber_id == subscriber_id,
+                subscriptions.c.status.in_((SubscriptionStatus.ACTIVE, SubscriptionStatus.PAUSED)))
+
+
+def _exists(conn: Connection, subscriber_id: int) -> None:
+    if conn.execute(select(subscribers.c.id).where(subscribers.c.id == subscriber_id)).first() is None:
+        raise NotFound("no such subscriber")
+
+
 def update_preferences(ctx: Context, subscriber_id: int, *, topics: list[str] | None,
-                       paused: bool, name: str | None = None) -> None:
-    """Topics and pause apply to every live subscription (active or paused)."""
+                       name: str | None = None) -> None:
+    """Topics apply to every live subscription (active or paused); a pause is its own call."""
     key = topic_key(ctx, topics)
     now = utcnow()
     with ctx.engine.begin() as conn:
-        if conn.execute(select(subscribers.c.id).where(subscribers.c.id == subscriber_id)).first() is None:
-            raise NotFound("no such subscriber")
-        live = and_(subscriptions.c.subscriber_id == subscriber_id,
-                    subscriptions.c.status.in_(("active", "paused")))
-        conn.execute(update(subscriptions).where(live).values(
-            topics=key, status="paused" if paused else "active", updated_at=now))
+        _exists(conn, subscriber_id)
+        conn.execute(update(subscriptions).where(_live(subscriber_id)).values(topics=key, updated_at=now))
         if name is not None:
             conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
                          .values(name=name.strip()[:200], updated_at=now))
-        log_event(conn, subscriber_id, "preferences", {"topics": key or "*", "paused": paused})
+        log_event(conn, subscriber_id, "preferences", {"topics": key or "*"})
+
+
+def pause(ctx: Context, subscriber_id: int, weeks: int, *, source: str = "preferences",
+          now: datetime | None = None) -> datetime:
+    """Send nothing for 2, 4 or 8 weeks; the reader is back by themselves after (the
+    freeze takes a pause that has ended as active). Returns when the pause ends."""
+    if weeks not in PAUSE_WEEKS:
+        raise InvalidInput(f"a pause is {', '.join(map(str, PAUSE_WEEKS))} weeks, not {weeks}")
+    now = now or utcnow()
+    until = now + timedelta(weeks=weeks)
+    with ctx.engine.begin() as conn:
+        _exists(conn, subscriber_id)
+        n = conn.execute(update(subscriptions).where(_live(subscriber_id)).values(
+            status=SubscriptionStatus.PAUSED, paused_until=until, updated_at=now)).rowcount
+        if not n:
+            raise StateError("there is no subscription to pause")
+        log_event(conn, subscriber_id, "paused", {"weeks": weeks, "until": until.isoformat(),
+                                                  "source": source})
+    return until
+
+
+def resume(ctx: Context, subscriber_id: int, *, now: datetime | None = None) -> bool:
+    """End a pause now; False when nothing was paused."""
+    now = now or utcnow()
+    with ctx.engine.begin() as conn:
+        _exists(conn, subscriber_id)
+        n = conn.execute(update(subscriptions).where(
+            subscriptions.c.subscriber_id == subscriber_id,
+            subscriptions.c.status == SubscriptionStatus.PAUSED).values(
+            status=SubscriptionStatus.ACTIVE, paused_until=None, updated_at=now)).rowcount
+        if n:
+            log_event(conn, subscriber_id, "resumed", {"source": "preferences"})
+    return bool(n)
+
+
+def end_pauses(ctx: Context, now: datetime | None = None) -> int:
+    """Pauses whose time is over become active again (the daily job; the freeze already
+    counts them in, so this only keeps the shown status true). Returns how many."""
+    now = now or utcnow()
+    with ctx.engine.begin() as conn:
+        return int(conn.execute(update(subscriptions).where(
+            subscriptions.c.status == SubscriptionStatus.PAUSED,
+            subscriptions.c.paused_until.is_not(None), subscriptions.c.paused_until <= now).values(
+            status=SubscriptionStatus.ACTIVE, paused_until=None, updated_at=now)).rowcount or 0)
 
 
 def export_data(ctx: Context, subscriber_id: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from core.context import Context
 from core.db import utcnow
 from core.models import subscribers, subscriptions, webhook_events
 from core.runs import JobResult
+from subscribers.consent import end_pauses
 
 
 def expire_pending(ctx: Context, now: datetime | None = None) -> int:
@@ -49,4 +50,6 @@ def run_maintenance(ctx: Context) -> JobResult:
     """The scheduler's daily job."""
     expired = expire_pending(ctx)
     purged = purge_webhook_events(ctx)
-    return JobResult("ok", f"{expired} unconfirmed sign-ups expired, {purged} webhook events purged")
+    back = end_pauses(ctx)
+    return JobResult("ok", f"{expired} unconfirmed sign-ups expired, {purged} webhook events purged, "
+                           f"{back} paused readers back")

@@ -149,12 +149,15 @@ def test_preferences_topics_pause_and_name(ctx, client):
     page = client.get(path).get_data(as_text=True)
     assert "pref@example.com" in page and "Keratosis pilaris" in page
     saved = client.post(path, data={"csrf_token": csrf(client, path), "topics": ["beauty-tips"],
-                                    "paused": "1", "name": "Patricia"})
+                                    "name": "Patricia"})
     assert saved.status_code == 200 and "Saved" in saved.get_data(as_text=True)
+    client.post(f"{path}/pause", data={"csrf_token": csrf(client, path), "weeks": "4"})
     with ctx.engine.connect() as conn:
         sub = conn.execute(select(subscriptions)).one()
         name = conn.execute(select(subscribers.c.name)).scalar()
     assert (sub.status, sub.topics, name) == ("paused", "beauty-tips", "Patricia")
+    assert "Paused until" in client.get(path).get_data(as_text=True)
+    client.post(f"{path}/pause", data={"csrf_token": csrf(client, path), "weeks": "resume"})
     client.post(path, data={"csrf_token": csrf(client, path)})
     with ctx.engine.connect() as conn:
         sub = conn.execute(select(subscriptions)).one()

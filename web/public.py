@@ -138,6 +138,7 @@ def _resubscribe(sid: int, source: str) -> tuple[str, int]:
 
 @bp.route("/unsubscribe", methods=["GET"])
 @bp.route("/preferences", methods=["GET"])
+@bp.route("/preferences/pause", methods=["GET"])
 def ask_link() -> str:
     """The archive's generic links: ask for a personal link by email."""
     return render_template("ask_link.html", purpose="preferences")
@@ -166,13 +167,38 @@ def preferences(token: str) -> tuple[str, int]:
     saved = False
     if request.method == "POST":
         topics = [t for t in request.form.getlist("topics") if t in cfg.topics]
-        consent.update_preferences(ctx(), sid, topics=topics or None,
-                                   paused=bool(request.form.get("paused")), name=request.form.get("name"))
+        consent.update_preferences(ctx(), sid, topics=topics or None, name=request.form.get("name"))
         saved = True
     data = consent.preferences(ctx(), sid)
     unsub = make_token(cfg.secret_key, "unsubscribe", sid)
     return render_template("preferences.html", data=data, topics=cfg.topics, token=token,
-                           unsubscribe_token=unsub, saved=saved), 200
+                           unsubscribe_token=unsub, saved=saved,
+                           pause_weeks=consent.PAUSE_WEEKS), 200
+
+
+@bp.route("/preferences/<token>/pause", methods=["GET", "POST"])
+def preferences_pause(token: str) -> tuple[str, int]:
+    """The digest footer's pause link: GET shows the choice (link scanners only GET),
+    POST pauses for 2, 4 or 8 weeks, or resumes."""
+    sid = _subscriber_from(token, "preferences")
+    done = None
+    if request.method == "POST":
+        weeks = request.form.get("weeks", "")
+        if weeks == "resume":
+            consent.resume(ctx(), sid)
+            done = "Resumed: the next digest comes to your inbox."
+        elif weeks.isdigit():
+            until = consent.pause(ctx(), sid, int(weeks), source="pause link")
+            done = f"Paused until {until:%-d %B %Y}. The digest comes back by itself after that."
+        else:
+            abort(400, "choose how many weeks to pause")
+    live = [s for s in consent.preferences(ctx(), sid)["subscriptions"]
+            if s.status in ("active", "paused")]
+    if not live:
+        return _page("Nothing to pause", "This address receives no digest at the moment.",
+                     link=("Your preferences", f"/preferences/{token}"))
+    return render_template("pause.html", token=token, done=done, pause_weeks=consent.PAUSE_WEEKS,
+                           paused=live[0].status == "paused", paused_until=live[0].paused_until), 200
 
 
 @bp.post("/preferences/<token>/privacy")

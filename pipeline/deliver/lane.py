@@ -119,7 +119,6 @@ def run_once(ctx: Context, *, transport: Transport | None = None, pacer: Pacer |
              stop: threading.Event | None = None, limit: int = CLAIM,
              now: datetime | None = None) -> LaneReport:
     """Take back rows of stopped workers, then claim and send what is due (up to `limit`)."""
-    ctx.require_schema()
     transport = transport or get_transport(ctx.config)
     pacer = pacer or lane_pacer(ctx.config)
     report = LaneReport(recovered=recover(ctx, transport, now))
@@ -137,7 +136,8 @@ def run_once(ctx: Context, *, transport: Transport | None = None, pacer: Pacer |
 
 
 def drain(ctx: Context, *, transport: Transport | None = None, rounds: int = 1000) -> LaneReport:
-    """Pass after pass until nothing is due (tests, `kpdigest lane run`)."""
+    """Pass after pass until nothing is due (tests, a worker process)."""
+    ctx.require_schema()
     transport = transport or get_transport(ctx.config)
     total = LaneReport()
     for _ in range(rounds):
@@ -154,8 +154,11 @@ def claim(ctx: Context, owner: str, limit: int, now: datetime | None = None) -> 
     """Due queued rows, now `sending` and ours; concurrent workers never share one."""
     now = now or utcnow()
     t = outbound_mail.c
+    q = select(t.id).where(t.state == Q, t.next_attempt_at <= now).order_by(t.id).limit(limit)
+    with ctx.engine.connect() as conn:  # a look first: SQLite's write lock only when needed
+        if conn.execute(q).first() is None:
+            return []
     with ctx.engine.begin() as conn:
-        q = select(t.id).where(t.state == Q, t.next_attempt_at <= now).order_by(t.id).limit(limit)
         if conn.dialect.name == "postgresql":
             q = q.with_for_update(skip_locked=True)
         ids = list(conn.execute(q).scalars())
@@ -173,10 +176,13 @@ def recover(ctx: Context, transport: Transport, now: datetime | None = None) -> 
     now = now or utcnow()
     lease = timedelta(seconds=ctx.config.sending.lease_seconds)
     t = outbound_mail.c
-    with ctx.engine.begin() as conn:
+    with ctx.engine.connect() as conn:  # a look first: SQLite's write lock only when needed
         rows = conn.execute(select(t.id, t.kind, t.claimed_by, t.claimed_at)
                             .where(t.state == SENDING)).all()
-        stale = [r for r in rows if _owner_dead(r.claimed_by) or r.claimed_at < now - lease]
+    stale = [r for r in rows if _owner_dead(r.claimed_by) or r.claimed_at < now - lease]
+    if not stale:
+        return 0
+    with ctx.engine.begin() as conn:
         for r in stale:
             again = transport.idempotent or r.kind != OutboundKind.WELCOME
             conn.execute(update(outbound_mail).where(t.id == r.id, t.state == SENDING).values(
@@ -293,6 +299,7 @@ class Worker(threading.Thread):
         self.ctx, self.stop, self.poll = ctx, stop, poll
 
     def run(self) -> None:
+        self.ctx.require_schema()
         transport = get_transport(self.ctx.config)
         pacer = lane_pacer(self.ctx.config)
         transport.open()
