@@ -271,3 +271,39 @@ def _welcomed(ctx, state):
         return conn.execute(select(subscribers.c.email).join(
             outbound_mail, outbound_mail.c.subscriber_id == subscribers.c.id).where(
             outbound_mail.c.kind == OutboundKind.WELCOME, outbound_mail.c.state == state)).all()
+
+
+def test_an_editor_test_sends_the_welcome_from_the_desk(ctx):
+    from tests.test_web_helpers import login_as
+
+    client = make_app(ctx).test_client()
+    login_as(client, ctx, "editor")
+    assert "Send the welcome mail" in client.get("/desk/queue").get_data(as_text=True)
+    resp = client.post("/desk/welcome/test", data={"csrf_token": csrf(client, "/desk/queue")})
+    assert resp.status_code == 302
+    (msg,) = fresh_outbox(ctx)()
+    assert msg["To"] == "editor@example.com" and msg["Subject"].startswith("[Test] Welcome")
+    assert "/preferences" in body(msg)
+
+
+def test_the_welcome_shows_the_best_recent_stories(ctx):
+    from sqlalchemy import insert
+
+    from core.db import utcnow
+    from core.models import articles, issue_articles, issues
+
+    number = make_issue(ctx)
+    now = utcnow()
+    with ctx.engine.begin() as conn:
+        iid = conn.execute(select(issues.c.id).where(issues.c.number == number)).scalar_one()
+        conn.execute(update(issues).where(issues.c.id == iid).values(status="sent"))
+        for i, score in enumerate((1.0, 9.0, 5.0)):
+            aid = conn.execute(insert(articles).values(
+                identity=f"a{i}", title=f"Story {i} score {score}", link=f"https://e.org/{i}",
+                score=score, created_at=now, tags=[], topics=[])).inserted_primary_key[0]
+            conn.execute(insert(issue_articles).values(issue_id=iid, article_id=aid, position=i))
+    _signup_and_confirm(ctx, "reader@example.com")
+    (msg,) = [m for m in fresh_outbox(ctx)() if m["Subject"].startswith("Welcome")]
+    text = body(msg)
+    assert text.index("Story 1 score 9.0") < text.index("Story 2 score 5.0") < text.index("Story 0")
+    assert "https://e.org/1" in text
