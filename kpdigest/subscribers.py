@@ -81,7 +81,8 @@ def list_(obj: Lazy) -> None:
     ctx = get(obj)
     ctx.require_schema()
     for row in iter_subscribers(ctx):
-        click.echo(f"{row.id:>7}  {row.status:<13} {row.email}  {row.name}")
+        until = f" until {row.paused_until:%Y-%m-%d}" if row.paused_until else ""
+        click.echo(f"{row.id:>7}  {row.status + until:<13} {row.email}  {row.name}")
 
 
 @subscribers.command()

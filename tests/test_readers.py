@@ -168,3 +168,14 @@ def _status_of(ctx, sid):
     with ctx.engine.connect() as conn:
         return conn.execute(select(subscriptions.c.status).where(
             subscriptions.c.subscriber_id == sid)).scalar_one()
+
+
+def test_subscribers_list_shows_until_when_a_reader_is_paused(ctx):
+    from click.testing import CliRunner
+
+    from kpdigest.main import main
+
+    sid = add_subscriber(ctx, "cli@example.com")
+    until = consent.pause(ctx, sid, 2)
+    out = CliRunner().invoke(main, ["--config", str(ctx.config.source), "subscribers", "list"])
+    assert out.exit_code == 0 and f"paused until {until:%Y-%m-%d}" in out.output
