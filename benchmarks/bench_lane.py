@@ -131,7 +131,8 @@ def _one(label: str, url: str, args: argparse.Namespace) -> None:
         lat = both["lat"]
         print(f"{label:<11} issue alone: {alone['sent']:,} in {alone['seconds']:.1f} s = "
               f"{alone['rate']:,.0f}/s; with the lane: {both['sent']:,} in {both['seconds']:.1f} s = "
-              f"{both['rate']:,.0f}/s ({(both['rate'] / alone['rate'] - 1) * 100:+.1f} %)", flush=True)
+              f"{both['rate']:,.0f}/s ({(both['rate'] / alone['rate'] - 1) * 100:+.1f} %); sender CPU "
+              f"per recipient {alone['cpu_us']:.0f} -> {both['cpu_us']:.0f} µs", flush=True)
         if lat:
             print(f"{'':<11} confirmations: {len(lat)} of {both['signups']} sign-ups queued while "
                   f"it sent, p50 {statistics.median(lat) * 1000:.0f} ms, p99 "
