@@ -33,6 +33,7 @@ from sqlalchemy.exc import DBAPIError
 from core.config import Config
 from core.context import Context
 from core.errors import KpdigestError
+from pipeline.deliver import lane
 from pipeline.jobs import registry as jobs
 from pipeline.jobs.leader import Leadership, close_orphaned_runs
 
@@ -171,6 +172,7 @@ def run_leading(ctx: Context, stop: threading.Event, lead: Leadership) -> bool:
     for job in sched.get_jobs():
         log.info("job %s (%s): next run %s", job.id, job.name, job.next_run_time)
     sched.resume()
+    worker = lane.start_worker(ctx, stop)  # people who are waiting never wait behind an issue
     log.info("scheduler running (pid %s)", os.getpid())
     lost, beat = False, time.monotonic()
     while not stop.wait(1.0):
@@ -181,7 +183,9 @@ def run_leading(ctx: Context, stop: threading.Event, lead: Leadership) -> bool:
                           "that a standby runs the jobs; restart this process as a standby")
                 lost = True
                 stop.set()
+    lane.WAKE.set()
     sched.shutdown(wait=True)
+    worker.join(timeout=30)
     return lost
 
 

@@ -150,6 +150,7 @@ class Sending:
     error_threshold: float = 0.2
     lease_seconds: int = 600
     backoff_seconds: float = 0.5
+    lane_share: float = 0.05  # of rate_per_second, reserved for the lane (pipeline/deliver/lane.py)
 
 
 @dataclass
@@ -458,6 +459,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"shared.redis_url: {cfg.shared.redis_url!r} is not a redis:// URL")
     if cfg.shared.leader_poll_seconds <= 0:
         raise ConfigError("shared.leader_poll_seconds: must be more than 0")
+    if not 0 < cfg.sending.lane_share <= 1:
+        raise ConfigError("sending.lane_share: must be more than 0 and at most 1")
     if cfg.selection.min_items > cfg.selection.max_items:
         raise ConfigError("selection.min_items: larger than selection.max_items")
     _validate_web(cfg)

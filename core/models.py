@@ -34,6 +34,7 @@ from core.states import (
     JobOutcome,
     OrderState,
     Origin,
+    OutboundState,
     QueueState,
     Role,
     SubscriptionStatus,
@@ -272,6 +273,7 @@ subscriptions = Table(
     Column("consent_version", String(40)),
     Column("confirmed_at", TS),
     Column("unsubscribed_at", TS),
+    Column("paused_until", TS),  # status paused: back to active by itself at this time
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
     UniqueConstraint("subscriber_id", "list_id", name="uq_subscriptions_subscriber_list"),
@@ -433,4 +435,27 @@ reader_clicks = Table(
     Column("link_id", Integer, ForeignKey("issue_links.id", ondelete="CASCADE"), nullable=False),
     Column("at", TS, nullable=False),
     Index("ix_reader_clicks_subscriber", "subscriber_id"),
+)
+
+# The lane for people who are waiting: sign-ups, confirmations, emailed links, welcomes and
+# test sends, sent one by one by pipeline/deliver/lane.py with a rate share of their own,
+# never behind an issue. `dedupe_key` makes "once per subscriber" (the welcome) a unique key.
+outbound_mail = Table(
+    "outbound_mail", metadata,
+    CheckConstraint(check_constraint("state", OutboundState), name="state"),
+    Column("id", BigId, primary_key=True),
+    Column("kind", String(20), nullable=False),  # core.states.OutboundKind
+    Column("subscriber_id", BigId, ForeignKey("subscribers.id", ondelete="CASCADE")),
+    Column("dedupe_key", String(100), unique=True),
+    Column("payload", JSON),  # a sign-up's form and evidence, a test send's address; cleared
+    Column("state", String(10), nullable=False, default="queued"),  # core.states.OutboundState
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("claimed_by", String(100)),
+    Column("claimed_at", TS),
+    Column("next_attempt_at", TS, nullable=False),
+    Column("provider_message_id", String(200)),
+    Column("last_error", Text),
+    Column("created_at", TS, nullable=False),
+    Column("sent_at", TS),
+    Index("ix_outbound_mail_due", "state", "next_attempt_at", "id"),
 )

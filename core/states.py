@@ -67,6 +67,29 @@ class SubscriptionStatus(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
 
 
+class OutboundKind(StrEnum):
+    """What the lane sends (or, for a sign-up, first records and then sends)."""
+
+    SIGNUP = "signup"
+    CONFIRM = "confirm"
+    PREFERENCES = "preferences"
+    EXPORT = "export"
+    ERASE = "erase"
+    WELCOME = "welcome"
+    TEST_WELCOME = "test-welcome"
+
+
+class OutboundState(StrEnum):
+    """queued -> sending -> sent | failed | unknown | dropped (nobody left to mail)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    DROPPED = "dropped"
+
+
 class SuppressionReason(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"

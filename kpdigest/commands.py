@@ -80,8 +80,11 @@ def run(obj: Lazy, force: bool) -> None:
 @pass_ctx
 def serve(obj: Lazy, host: str | None, port: int | None) -> None:
     """Serve the web app on a production WSGI server (waitress)."""
+    import threading
+
     from waitress import serve as waitress_serve
 
+    from pipeline.deliver import lane
     from subscribers.webhooks.sns_certs import start_fetcher
     from web import create_app
     from web.server import waitress_options
@@ -93,8 +96,14 @@ def serve(obj: Lazy, host: str | None, port: int | None) -> None:
     proxy = (f"behind {ctx.config.web.trusted_proxies} trusted proxy(ies) at "
              f"{options['trusted_proxy']}") if "trusted_proxy" in options else "no proxy trusted"
     start_fetcher(ctx)
+    stop = threading.Event()
+    lane.start_worker(ctx, stop)  # sign-up mail goes out from here, never inside a request
     click.echo(f"serving on http://{h}:{p} ({proxy})")
-    waitress_serve(app, host=h, port=p, **options)
+    try:
+        waitress_serve(app, host=h, port=p, **options)
+    finally:
+        stop.set()
+        lane.WAKE.set()
 
 
 def register(group: click.Group) -> None:

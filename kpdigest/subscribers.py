@@ -86,7 +86,8 @@ def list_(obj: Lazy) -> None:
     empty = True
     for row in iter_subscribers(ctx):
         empty = False
-        click.echo(f"{row.id:>7}  {row.status:<13} {row.email}  {row.name}")
+        until = f" until {row.paused_until:%Y-%m-%d}" if row.paused_until else ""
+        click.echo(f"{row.id:>7}  {row.status + until:<13} {row.email}  {row.name}")
     if empty:
         click.echo("no subscribers yet (`kpdigest subscribers add` or `subscribers import`)")
 

@@ -8,6 +8,7 @@ same answer either way, and only the mailbox owner learns more (from the email).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, select, update
@@ -16,10 +17,13 @@ from sqlalchemy.engine import Connection
 from core.addresses import normalize_email
 from core.context import Context
 from core.db import utcnow
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound, StateError
 from core.models import deliveries, events, issues, lists, subscribers, subscriptions, suppressions
-from subscribers.store import DEFAULT_LIST, is_suppressed, log_event
+from core.states import OutboundKind, SubscriptionStatus
+from subscribers.outbound import enqueue, welcome_key
+from subscribers.store import DEFAULT_LIST, ensure_default_list, is_suppressed, log_event
 
+PAUSE_WEEKS = (2, 4, 8)
 # A confirmed re-opt-in lifts these; bounces and complaints stay until an admin lifts them.
 LIFTED_BY_CONFIRMATION = ("unsubscribed", "erased")
 
@@ -44,6 +48,13 @@ def topic_key(ctx: Context, topics: list[str] | None) -> str | None:
     if not chosen or set(chosen) == set(ctx.config.topics):
         return None
     return ",".join(chosen)
+
+
+def check_signup(ctx: Context, email: str, topics: list[str] | None) -> None:
+    """Refuse a malformed address or an unknown topic before anything is queued; reads
+    nothing stored, so it takes the same time for every address."""
+    normalize_email(email)
+    topic_key(ctx, topics)
 
 
 def public_lists(ctx: Context) -> list[Any]:
@@ -122,7 +133,44 @@ def confirm(ctx: Context, subscriber_id: int) -> int:
         if n:
             conn.execute(delete(suppressions).where(suppressions.c.email == sub.email))
             log_event(conn, subscriber_id, "confirmed", {"subscriptions": n})
+            # In this transaction, under a unique key: once per subscriber, whatever crashes.
+            enqueue(conn, OutboundKind.WELCOME, subscriber_id=subscriber_id,
+                    dedupe_key=welcome_key(subscriber_id), now=now)
         return int(n)
+
+
+def resubscribe(ctx: Context, subscriber_id: int, evidence: Evidence) -> int:
+    """Come back after unsubscribing, from a link only the mailbox owner has (so no second
+    opt-in mail): fresh consent evidence on every unsubscribed subscription (or a new one
+    on the weekly list), active again, the unsubscribe suppression lifted. Bounces and
+    complaints stay (StateError). Returns how many subscriptions are active again."""
+    now = utcnow()
+    with ctx.engine.begin() as conn:
+        sub = conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+        if sub is None:
+            raise NotFound("this subscription no longer exists; please subscribe again")
+        reason = is_suppressed(conn, sub.email)
+        if reason and reason not in LIFTED_BY_CONFIRMATION:
+            raise StateError(f"this address is blocked ({reason}); write to us to lift it")
+        values = dict(status=SubscriptionStatus.ACTIVE, consent_at=now,
+                      consent_source=evidence.source[:200], consent_ip=(evidence.ip or "")[:64] or None,
+                      consent_user_agent=evidence.user_agent, consent_text=evidence.text,
+                      consent_version=evidence.version, confirmed_at=now, unsubscribed_at=None,
+                      paused_until=None, updated_at=now)
+        n = conn.execute(update(subscriptions).where(
+            subscriptions.c.subscriber_id == subscriber_id,
+            subscriptions.c.status == SubscriptionStatus.UNSUBSCRIBED).values(**values)).rowcount
+        live = conn.execute(select(subscriptions.c.id).where(
+            subscriptions.c.subscriber_id == subscriber_id)).first()
+        if not n and live is None:
+            lid = ensure_default_list(conn, ctx.config.site.name)
+            conn.execute(insert(subscriptions).values(subscriber_id=subscriber_id, list_id=lid,
+                                                      created_at=now, **values))
+            n = 1
+        conn.execute(delete(suppressions).where(suppressions.c.email == sub.email))
+        log_event(conn, subscriber_id, "resubscribed",
+                  {"subscriptions": n, "source": evidence.source, "ip": evidence.ip})
+    return int(n)
 
 
 def preferences(ctx: Context, subscriber_id: int) -> dict[str, Any]:
@@ -139,22 +187,72 @@ def preferences(ctx: Context, subscriber_id: int) -> dict[str, Any]:
     return {"subscriber": sub, "subscriptions": subs, "suppressed": reason}
 
 
+def _live(subscriber_id: int) -> Any:
+    return and_(subscriptions.c.subscriber_id == subscriber_id,
+                subscriptions.c.status.in_((SubscriptionStatus.ACTIVE, SubscriptionStatus.PAUSED)))
+
+
+def _exists(conn: Connection, subscriber_id: int) -> None:
+    if conn.execute(select(subscribers.c.id).where(subscribers.c.id == subscriber_id)).first() is None:
+        raise NotFound("no such subscriber")
+
+
 def update_preferences(ctx: Context, subscriber_id: int, *, topics: list[str] | None,
-                       paused: bool, name: str | None = None) -> None:
-    """Topics and pause apply to every live subscription (active or paused)."""
+                       name: str | None = None) -> None:
+    """Topics apply to every live subscription (active or paused); a pause is its own call."""
     key = topic_key(ctx, topics)
     now = utcnow()
     with ctx.engine.begin() as conn:
-        if conn.execute(select(subscribers.c.id).where(subscribers.c.id == subscriber_id)).first() is None:
-            raise NotFound("no such subscriber")
-        live = and_(subscriptions.c.subscriber_id == subscriber_id,
-                    subscriptions.c.status.in_(("active", "paused")))
-        conn.execute(update(subscriptions).where(live).values(
-            topics=key, status="paused" if paused else "active", updated_at=now))
+        _exists(conn, subscriber_id)
+        conn.execute(update(subscriptions).where(_live(subscriber_id)).values(topics=key, updated_at=now))
         if name is not None:
             conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
                          .values(name=name.strip()[:200], updated_at=now))
-        log_event(conn, subscriber_id, "preferences", {"topics": key or "*", "paused": paused})
+        log_event(conn, subscriber_id, "preferences", {"topics": key or "*"})
+
+
+def pause(ctx: Context, subscriber_id: int, weeks: int, *, source: str = "preferences",
+          now: datetime | None = None) -> datetime:
+    """Send nothing for 2, 4 or 8 weeks; the reader is back by themselves after (the
+    freeze takes a pause that has ended as active). Returns when the pause ends."""
+    if weeks not in PAUSE_WEEKS:
+        raise InvalidInput(f"a pause is {', '.join(map(str, PAUSE_WEEKS))} weeks, not {weeks}")
+    now = now or utcnow()
+    until = now + timedelta(weeks=weeks)
+    with ctx.engine.begin() as conn:
+        _exists(conn, subscriber_id)
+        n = conn.execute(update(subscriptions).where(_live(subscriber_id)).values(
+            status=SubscriptionStatus.PAUSED, paused_until=until, updated_at=now)).rowcount
+        if not n:
+            raise StateError("there is no subscription to pause")
+        log_event(conn, subscriber_id, "paused", {"weeks": weeks, "until": until.isoformat(),
+                                                  "source": source})
+    return until
+
+
+def resume(ctx: Context, subscriber_id: int, *, now: datetime | None = None) -> bool:
+    """End a pause now; False when nothing was paused."""
+    now = now or utcnow()
+    with ctx.engine.begin() as conn:
+        _exists(conn, subscriber_id)
+        n = conn.execute(update(subscriptions).where(
+            subscriptions.c.subscriber_id == subscriber_id,
+            subscriptions.c.status == SubscriptionStatus.PAUSED).values(
+            status=SubscriptionStatus.ACTIVE, paused_until=None, updated_at=now)).rowcount
+        if n:
+            log_event(conn, subscriber_id, "resumed", {"source": "preferences"})
+    return bool(n)
+
+
+def end_pauses(ctx: Context, now: datetime | None = None) -> int:
+    """Pauses whose time is over become active again (the daily job; the freeze already
+    counts them in, so this only keeps the shown status true). Returns how many."""
+    now = now or utcnow()
+    with ctx.engine.begin() as conn:
+        return int(conn.execute(update(subscriptions).where(
+            subscriptions.c.status == SubscriptionStatus.PAUSED,
+            subscriptions.c.paused_until.is_not(None), subscriptions.c.paused_until <= now).values(
+            status=SubscriptionStatus.ACTIVE, paused_until=None, updated_at=now)).rowcount or 0)
 
 
 def export_data(ctx: Context, subscriber_id: int) -> dict[str, Any]:

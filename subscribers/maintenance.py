@@ -16,6 +16,7 @@ from core.db import utcnow
 from core.models import subscribers, subscriptions, webhook_events
 from core.runs import JobResult
 from core.states import JobOutcome
+from subscribers.consent import end_pauses
 
 
 def expire_pending(ctx: Context, now: datetime | None = None) -> int:
@@ -50,4 +51,6 @@ def run_maintenance(ctx: Context) -> JobResult:
     """The scheduler's daily job."""
     expired = expire_pending(ctx)
     purged = purge_webhook_events(ctx)
-    return JobResult(JobOutcome.OK, f"{expired} unconfirmed sign-ups expired, {purged} webhook events purged")
+    back = end_pauses(ctx)
+    return JobResult(JobOutcome.OK, f"{expired} unconfirmed sign-ups expired, "
+                     f"{purged} webhook events purged, {back} paused readers back")

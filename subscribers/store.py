@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from core.addresses import normalize_email
@@ -13,6 +14,7 @@ from core.context import Context
 from core.db import utcnow
 from core.errors import NotFound, StateError
 from core.models import events, lists, subscribers, subscriptions, suppressions
+from core.states import SubscriptionStatus
 
 DEFAULT_LIST = "weekly"
 
@@ -33,6 +35,27 @@ def list_id(conn: Connection, slug: str = DEFAULT_LIST) -> int:
     if row is None:
         raise NotFound(f"no list named {slug!r}")
     return int(row.id)
+
+
+def receiving(now: datetime) -> ColumnElement[bool]:
+    """Subscriptions an issue frozen at `now` goes to: active, or paused with the pause
+    over (readers come back by themselves, before the daily job marks them active)."""
+    c = subscriptions.c
+    return or_(c.status == SubscriptionStatus.ACTIVE,
+               and_(c.status == SubscriptionStatus.PAUSED, c.paused_until.is_not(None),
+                    c.paused_until <= now))
+
+
+def paused(ctx: Context, limit: int = 500) -> list[Any]:
+    """Who is paused until when, soonest back first (the admin's view)."""
+    with ctx.engine.connect() as conn:
+        return list(conn.execute(
+            select(subscribers.c.id, subscribers.c.email, subscribers.c.name, lists.c.slug,
+                   subscriptions.c.paused_until)
+            .join(subscriptions, subscriptions.c.subscriber_id == subscribers.c.id)
+            .join(lists, lists.c.id == subscriptions.c.list_id)
+            .where(subscriptions.c.status == SubscriptionStatus.PAUSED)
+            .order_by(subscriptions.c.paused_until, subscribers.c.id).limit(limit)).all())
 
 
 def log_event(conn: Connection, subscriber_id: int | None, kind: str,
@@ -158,7 +181,7 @@ def iter_subscribers(ctx: Context, page_size: int = 1000) -> Iterator[Any]:
                 select(subscribers.c.id, subscribers.c.email, subscribers.c.name,
                        subscribers.c.created_at,
                        func.coalesce(subscriptions.c.status, "none").label("status"),
-                       subscriptions.c.topics)
+                       subscriptions.c.topics, subscriptions.c.paused_until)
                 .select_from(subscribers.outerjoin(subscriptions, and_(
                     subscriptions.c.subscriber_id == subscribers.c.id,
                     subscriptions.c.list_id == select(lists.c.id)

@@ -59,7 +59,8 @@ def test_purge_webhook_events_keeps_the_retention_window(ctx):
     result = run_maintenance(ctx)
     assert result.result == "ok"
     assert result.message == ("0 unconfirmed sign-ups expired, 0 webhook events purged, "
-                              "0 old job runs forgotten, 0 old rate-limit windows")
+                              "0 paused readers back, 0 old job runs forgotten, "
+                              "0 old rate-limit windows")
 
 
 def test_old_job_runs_are_forgotten_but_never_a_running_one(ctx):

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 
 from core.accounts import add_user
 from core.context import Context
+from pipeline.deliver.lane import drain
 from web import create_app
 
 PASSWORD = "correct horse battery"
@@ -79,6 +80,7 @@ def fresh_outbox(ctx: Context) -> Callable[[], list[Any]]:
         if ctx.config.path("var/outbox").exists() else set()
 
     def new() -> list[Any]:
+        drain(ctx)  # what the lane worker of `kpdigest serve` does in the background
         folder = ctx.config.path("var/outbox")
         files = sorted((p for p in folder.glob("single-*.eml") if p.name not in seen),
                        key=lambda p: p.stat().st_mtime_ns)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from core.models import events, subscribers, subscriptions, suppressions
 from pipeline.compose.issues import build_issue
 from pipeline.curate.queue import add_markdown
+from pipeline.deliver.lane import drain
 from subscribers.store import add_subscriber, suppress
 from subscribers.tokens import make_token
 from tests.test_web_helpers import csrf, fresh_outbox, link_in, make_app
@@ -27,8 +28,10 @@ def _subscribe(client, **fields):
     ip = fields.pop("ip", "10.0.0.1")
     data = {"email": "new@example.com", "name": "New", "consent": "yes", "csrf_token": csrf(client)}
     data.update(fields)
-    return client.post("/subscribe", data=data, environ_base={"REMOTE_ADDR": ip},
+    resp = client.post("/subscribe", data=data, environ_base={"REMOTE_ADDR": ip},
                        headers={"User-Agent": "TestAgent/1.0"})
+    drain(client.application.extensions["kpdigest"])  # the lane records the sign-up
+    return resp
 
 
 def _status(ctx, addr):
@@ -146,12 +149,15 @@ def test_preferences_topics_pause_and_name(ctx, client):
     page = client.get(path).get_data(as_text=True)
     assert "pref@example.com" in page and "Keratosis pilaris" in page
     saved = client.post(path, data={"csrf_token": csrf(client, path), "topics": ["beauty-tips"],
-                                    "paused": "1", "name": "Patricia"})
+                                    "name": "Patricia"})
     assert saved.status_code == 200 and "Saved" in saved.get_data(as_text=True)
+    client.post(f"{path}/pause", data={"csrf_token": csrf(client, path), "weeks": "4"})
     with ctx.engine.connect() as conn:
         sub = conn.execute(select(subscriptions)).one()
         name = conn.execute(select(subscribers.c.name)).scalar()
     assert (sub.status, sub.topics, name) == ("paused", "beauty-tips", "Patricia")
+    assert "Paused until" in client.get(path).get_data(as_text=True)
+    client.post(f"{path}/pause", data={"csrf_token": csrf(client, path), "weeks": "resume"})
     client.post(path, data={"csrf_token": csrf(client, path)})
     with ctx.engine.connect() as conn:
         sub = conn.execute(select(subscriptions)).one()

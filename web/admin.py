@@ -56,6 +56,13 @@ def subscribers_page() -> str:
                            topics=ctx().config.topics)
 
 
+@bp.get("/subscribers/paused")
+@requires("admin")
+def paused_page() -> str:
+    """Who is paused until when (#18), soonest back first."""
+    return render_template("desk/paused.html", rows=store.paused(ctx()))
+
+
 @bp.post("/subscribers/add")
 @requires("admin")
 def add_subscriber() -> BaseResponse:

@@ -273,6 +273,17 @@ def test_send() -> BaseResponse:
     return _redirect_back(url_for("desk.queue"))
 
 
+@bp.post("/welcome/test")
+@requires(*EDITORS)
+def welcome_test() -> BaseResponse:
+    """The welcome mail (templates/email/welcome.txt.j2) to yourself, through the lane (#18)."""
+    from pipeline.deliver.lane import queue_test_welcome
+
+    queue_test_welcome(ctx(), g.user.email)
+    flash(f"The welcome mail is on its way to {g.user.email}.", "ok")
+    return redirect(url_for("desk.queue"))
+
+
 def _redirect_back(default: str) -> BaseResponse:
     """To the form's `back` page when it is one of ours (no open redirect), else `default`."""
     back = request.form.get("back", "")

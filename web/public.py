@@ -14,10 +14,10 @@ from typing import Any
 from flask import Blueprint, Response, abort, render_template, request
 from sqlalchemy import select
 
-from core.errors import InvalidInput, KpdigestError, NotFound
+from core.errors import InvalidInput, NotFound
 from core.models import issues, lists
 from core.states import DELIVERED, IssueStatus
-from pipeline.deliver.mailer import send_link
+from pipeline.deliver import lane
 from subscribers import consent, store
 from subscribers.ratelimit import hit
 from subscribers.tokens import InvalidToken, make_token, read_token
@@ -47,14 +47,9 @@ def _limited(kind: str) -> bool:
 
 
 def _mail(sid: int | None, purpose: str) -> None:
-    """Send a link if there is someone to send it to; failures are logged, never shown,
-    so the page reads the same either way."""
-    if sid is None:
-        return
-    try:
-        send_link(ctx(), sid, purpose)
-    except KpdigestError:
-        log.exception("could not send the %s mail to subscriber %s", purpose, sid)
+    """Queue a link for the lane if there is someone to send it to: the request never
+    waits for a provider, so the page reads the same, and as fast, either way."""
+    lane.queue_link(ctx(), sid, purpose)
 
 
 def _form(form: Any, error: str | None = None, status: int = 200) -> tuple[str, int]:
@@ -83,12 +78,11 @@ def subscribe() -> tuple[str, int]:
     evidence = consent.Evidence(source=request.path, ip=client_ip(),
                                 user_agent=(request.user_agent.string or "")[:500],
                                 text=cfg.web.consent_text, version=cfg.web.consent_version)
-    try:
-        sid = consent.signup(ctx(), form.get("email", ""), form.get("name", ""), topics or None,
-                             list_slugs=chosen, evidence=evidence)
+    try:  # the lane records it and mails the confirmation: the same work for every address
+        lane.queue_signup(ctx(), form.get("email", ""), form.get("name", ""), topics or None,
+                          chosen, evidence)
     except InvalidInput:
         return _form(form, "Please enter a valid email address.", 400)
-    _mail(sid, "confirm")
     return _page("Check your inbox", CHECK_INBOX)
 
 
@@ -116,12 +110,36 @@ def unsubscribe_token(token: str) -> tuple[str, int]:
     sid = _subscriber_from(token, "unsubscribe")
     with contextlib.suppress(NotFound):  # erased already: nothing left to mail
         store.unsubscribe(ctx(), sid, source="one-click")
-    return _page("You are unsubscribed", "You will not receive the digest any more. "
-                 "Your address stays on our do-not-mail list so that it is never mailed again.")
+    return render_template("unsubscribed.html", token=token), 200
+
+
+@bp.post("/resubscribe/<token>")
+def resubscribe(token: str) -> tuple[str, int]:
+    """From the unsubscribe confirmation: the unsubscribe token proves the mailbox."""
+    return _resubscribe(_subscriber_from(token, "unsubscribe"), "/resubscribe")
+
+
+@bp.post("/preferences/<token>/resubscribe")
+def preferences_resubscribe(token: str) -> tuple[str, int]:
+    return _resubscribe(_subscriber_from(token, "preferences"), "/preferences/resubscribe")
+
+
+def _resubscribe(sid: int, source: str) -> tuple[str, int]:
+    """A fresh consent, with its evidence (the page, never the token), and back to active."""
+    cfg = ctx().config
+    if not request.form.get("consent"):
+        return _page("Not resubscribed", "Please tick the box to say you want the digest again.", 400)
+    consent.resubscribe(ctx(), sid, consent.Evidence(
+        source=source, ip=client_ip(), user_agent=(request.user_agent.string or "")[:500],
+        text=cfg.web.consent_text, version=cfg.web.consent_version))
+    prefs = make_token(cfg.secret_key, "preferences", sid)
+    return _page("Welcome back", "You are subscribed again: the next digest comes to your inbox.",
+                 link=("Choose topics or pause", f"/preferences/{prefs}"))
 
 
 @bp.route("/unsubscribe", methods=["GET"])
 @bp.route("/preferences", methods=["GET"])
+@bp.route("/preferences/pause", methods=["GET"])
 def ask_link() -> str:
     """The archive's generic links: ask for a personal link by email."""
     return render_template("ask_link.html", purpose="preferences")
@@ -150,13 +168,38 @@ def preferences(token: str) -> tuple[str, int]:
     saved = False
     if request.method == "POST":
         topics = [t for t in request.form.getlist("topics") if t in cfg.topics]
-        consent.update_preferences(ctx(), sid, topics=topics or None,
-                                   paused=bool(request.form.get("paused")), name=request.form.get("name"))
+        consent.update_preferences(ctx(), sid, topics=topics or None, name=request.form.get("name"))
         saved = True
     data = consent.preferences(ctx(), sid)
     unsub = make_token(cfg.secret_key, "unsubscribe", sid)
     return render_template("preferences.html", data=data, topics=cfg.topics, token=token,
-                           unsubscribe_token=unsub, saved=saved), 200
+                           unsubscribe_token=unsub, saved=saved,
+                           pause_weeks=consent.PAUSE_WEEKS), 200
+
+
+@bp.route("/preferences/<token>/pause", methods=["GET", "POST"])
+def preferences_pause(token: str) -> tuple[str, int]:
+    """The digest footer's pause link: GET shows the choice (link scanners only GET),
+    POST pauses for 2, 4 or 8 weeks, or resumes."""
+    sid = _subscriber_from(token, "preferences")
+    done = None
+    if request.method == "POST":
+        weeks = request.form.get("weeks", "")
+        if weeks == "resume":
+            consent.resume(ctx(), sid)
+            done = "Resumed: the next digest comes to your inbox."
+        elif weeks.isdigit():
+            until = consent.pause(ctx(), sid, int(weeks), source="pause link")
+            done = f"Paused until {until:%-d %B %Y}. The digest comes back by itself after that."
+        else:
+            abort(400, "choose how many weeks to pause")
+    live = [s for s in consent.preferences(ctx(), sid)["subscriptions"]
+            if s.status in ("active", "paused")]
+    if not live:
+        return _page("Nothing to pause", "This address receives no digest at the moment.",
+                     link=("Your preferences", f"/preferences/{token}"))
+    return render_template("pause.html", token=token, done=done, pause_weeks=consent.PAUSE_WEEKS,
+                           paused=live[0].status == "paused", paused_until=live[0].paused_until), 200
 
 
 @bp.post("/preferences/<token>/privacy")

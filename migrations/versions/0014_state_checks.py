@@ -31,6 +31,8 @@ CHECKS = {
     'articles': [('ck_articles_origin', 'origin', ('feed', 'editor'))],
     'issue_articles': [('ck_issue_articles_picked_by', 'picked_by', ('feed', 'editor'))],
     'users': [('ck_users_role', 'role', ('admin', 'editor'))],
+    'outbound_mail': [('ck_outbound_mail_state', 'state', (
+        'queued', 'sending', 'sent', 'failed', 'unknown', 'dropped'))],
     'send_orders': [('ck_send_orders_state', 'state', (
         'pending', 'running', 'done', 'failed', 'cancelled'))],
 }

@@ -106,7 +106,9 @@ def check_variant(cfg: Config, variant: PreparedVariant, label: str, report: Che
     links = _links(doc, label, report, own=(reader.unsubscribe_url, reader.preferences_url, web_link))
     _footer(cfg, variant, label, report, html=doc.text_content(), text=variant.text_for(reader),
             hrefs=set(links) | {a.get("href") for a in doc.iter("a")}, web_link=web_link)
-    return {u: label for u in links if u not in (reader.unsubscribe_url, reader.preferences_url)}
+    # Per-reader links (and the footer's pause link under the preferences one) carry a
+    # signed token: the sample's token is not valid, so they are not fetched.
+    return {u: label for u in links if not u.startswith((reader.unsubscribe_url, reader.preferences_url))}
 
 
 def _one_click(headers: dict[str, str], label: str, report: CheckReport) -> None:

@@ -39,7 +39,7 @@ from pipeline.compose.personalize import Personalizer, new_key
 from pipeline.compose.render import Rendered, render_issue
 from pipeline.curate.select import Selection, select_articles
 from pipeline.measure.links import record_links
-from subscribers.store import DEFAULT_LIST, ensure_default_list
+from subscribers.store import DEFAULT_LIST, ensure_default_list, receiving
 
 DELIVERY_STATES = tuple(DeliveryState)
 
@@ -94,10 +94,10 @@ def variant_articles(picked: list[dict[str, Any]], variant: str) -> list[dict[st
     return [a for a in picked if a["picked_by"] == "editor" or wanted & set(a.get("topics") or [])]
 
 
-def _audience_variants(conn: Connection, list_id: int) -> list[str]:
+def _audience_variants(conn: Connection, list_id: int, now: datetime) -> list[str]:
     rows = conn.execute(select(func.coalesce(subscriptions.c.topics, "")).distinct()
                         .where(subscriptions.c.list_id == list_id,
-                               subscriptions.c.status == "active")).scalars().all()
+                               receiving(now))).scalars().all()
     return sorted(set(rows) | {""})
 
 
@@ -106,14 +106,16 @@ def _existing(conn: Connection, list_id: int, period: str) -> Any:
                                              issues.c.period == period)).first()
 
 
-def freeze_audience(conn: Connection, issue_id: int, list_id: int) -> int:
-    """One delivery row per active, unsuppressed subscriber: a single INSERT ... SELECT."""
+def freeze_audience(conn: Connection, issue_id: int, list_id: int,
+                    now: datetime | None = None) -> int:
+    """One delivery row per active (or back from a pause), unsuppressed subscriber: a
+    single INSERT ... SELECT."""
     suppressed = select(suppressions.c.id).where(suppressions.c.email == subscribers.c.email).exists()
     src = (
         select(literal(issue_id), subscribers.c.id, subscribers.c.email, subscribers.c.name,
                func.coalesce(subscriptions.c.topics, ""), literal("queued"), literal(0))
         .select_from(subscriptions.join(subscribers, subscribers.c.id == subscriptions.c.subscriber_id))
-        .where(subscriptions.c.list_id == list_id, subscriptions.c.status == "active", ~suppressed)
+        .where(subscriptions.c.list_id == list_id, receiving(now or utcnow()), ~suppressed)
     )
     conn.execute(insert(deliveries).from_select(
         ["issue_id", "subscriber_id", "email", "name", "variant", "state", "attempts"], src))
@@ -187,7 +189,7 @@ def _freeze(conn: Connection, cfg: Config, row: Any, lid: int, period: str, numb
                      .values(state="used", issue_id=issue_id, updated_at=now))
     notes: list[str] = []
     web_html = ""
-    for variant in _audience_variants(conn, lid):
+    for variant in _audience_variants(conn, lid, now):
         chosen = variant_articles(sel.picked, variant)
         counted = record_links(conn, cfg, issue_id, variant, chosen)  # None: counting off
         r = render_issue(cfg, number=number, date=now, subject=subject, intro=cfg.digest.intro,
@@ -200,7 +202,7 @@ def _freeze(conn: Connection, cfg: Config, row: Any, lid: int, period: str, numb
             web_html = archive_html(cfg, r, key)
             conn.execute(update(issues).where(issues.c.id == issue_id)
                          .values(preheader=r.preheader, web_html=web_html))
-    recipients = freeze_audience(conn, issue_id, lid)
+    recipients = freeze_audience(conn, issue_id, lid, now)
     return BuildResult(issue_id, number, values["status"], period, created=True,
                        recipients=recipients, notes=notes)
 

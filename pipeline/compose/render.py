@@ -220,9 +220,11 @@ def _context(cfg: Config, *, number: int, date: datetime, subject: str, intro: s
     }
 
 
-def render_confirm(cfg: Config, *, confirm_url: str, name: str = "") -> tuple[str, str]:
-    """Subject and plain-text body of the double opt-in email: no advertising, one link."""
-    text = environment(cfg).get_template("email/confirm.txt.j2").render(
+def render_confirm(cfg: Config, *, confirm_url: str, name: str = "",
+                   env: jinja2.Environment | None = None) -> tuple[str, str]:
+    """Subject and plain-text body of the double opt-in email: no advertising, one link.
+    `env`: an environment kept by a caller that renders many (the lane)."""
+    text = (env or environment(cfg)).get_template("email/confirm.txt.j2").render(
         site=cfg.site, confirm_url=confirm_url, name=oneline(name),
         hours=cfg.web.confirm_expiry_hours)
     return f"Confirm your subscription to {oneline(cfg.site.name)}", text

@@ -33,6 +33,7 @@ from core.runs import JobResult
 from core.states import FINISHED, DeliveryState, IssueStatus
 from pipeline.collect.run import collect
 from pipeline.compose.issues import delivery_counts, period_for
+from pipeline.deliver import lane
 from pipeline.deliver.doctor.rates import enforce
 from pipeline.jobs import send_orders
 from pipeline.jobs.weekly import run_weekly
@@ -46,8 +47,8 @@ JOBSTORE_TABLE = "apscheduler_jobs"
 DESCRIPTIONS = {
     "collect": "fetch every enabled feed",
     "weekly": "build, check and send this week's issue",
-    "dispatch": "run due send orders, resume interrupted sends, send approved drafts, "
-                "apply review deadlines",
+    "dispatch": "send waiting sign-up mail, run due send orders, resume interrupted sends, "
+                "send approved drafts, apply review deadlines",
     "maintenance": "expire unconfirmed sign-ups, purge old webhook events",
 }
 JOB_IDS = tuple(DESCRIPTIONS)
@@ -274,7 +275,7 @@ def body_for(job: str, ctx: Context, stop: threading.Event) -> Callable[[], JobR
     bodies: dict[str, Callable[[], JobResult]] = {
         "collect": lambda: _collect(ctx),
         "weekly": lambda: _weekly(ctx, stop),
-        "dispatch": lambda: _dispatch(ctx, stop, send_orders.dispatch),  # due orders, then review
+        "dispatch": lambda: _dispatch(ctx, stop),
         "maintenance": lambda: _maintenance(ctx),
     }
     return bodies[job]
@@ -296,15 +297,20 @@ def _maintenance(ctx: Context) -> JobResult:
                                   f"{ratelimit.purge(ctx)} old rate-limit windows")
 
 
-def _dispatch(ctx: Context, stop: threading.Event,
-              dispatch: Callable[..., JobResult]) -> JobResult:
-    """Complaint and bounce rates first (a sending issue past a pause line is paused, and
-    stays so), then review's dispatch."""
+def _dispatch(ctx: Context, stop: threading.Event) -> JobResult:
+    """The scheduler's frequent job: the lane first (a backstop for the lane's own thread:
+    sign-up mail never waits behind an issue), then complaint and bounce rates (an issue
+    past a pause line is paused and stays so), then due send orders and review's dispatch."""
+    mail = lane.run_once(ctx, stop=stop)
     paused = enforce(ctx)
-    result = dispatch(ctx, stop=stop)
+    result = send_orders.dispatch(ctx, stop=stop)
+    notes = [f"lane: {mail.summary()}"] if mail.handled or mail.recovered else []
     if paused:
-        note = f"paused issue(s) {', '.join(f'#{n}' for n in paused)}: complaint or bounce rate"
-        result.message = f"{note}; {result.message}" if result.message else note
+        notes.append(f"paused issue(s) {', '.join(f'#{n}' for n in paused)}: "
+                     "complaint or bounce rate")
+    if notes:
+        result.message = "; ".join([*notes, result.message] if result.message and not result.noop
+                                   else notes)
         result.noop = False
     return result
 

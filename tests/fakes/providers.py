@@ -66,6 +66,7 @@ class FakeProvider:
         self.lock = threading.Lock()
         self.calls = 0
         self.active = 0
+        self.batch_path = True
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -151,13 +152,16 @@ class FakeProvider:
                 out.append({"ErrorCode": code, "Message": "OK" if not code else f"fake error {code}",
                             "MessageID": str(uuid.uuid4()) if not code else "", "To": e,
                             "SubmittedAt": "2026-11-27T08:00:00Z"})
-            return 200, {"Content-Type": "application/json"}, json.dumps(out).encode()
+            single = out[0] if len(out) == 1 and not self.batch_path else out
+            return 200, {"Content-Type": "application/json"}, json.dumps(single).encode()
         if self.kind == "sendgrid":
             return 202, {"X-Message-Id": uuid.uuid4().hex}, b""
         if self.kind == "mailgun":
             body = {"id": f"<{uuid.uuid4().hex}@fake.mailgun>", "message": "Queued. Thank you."}
             return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
         body = {"data": [{"id": str(uuid.uuid4())} for _ in emails]}
+        if not self.batch_path:  # POST /emails: one message, answered with its id
+            body = {"id": body["data"][0]["id"]}
         return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
 
     def refusal(self, fault: Fault) -> tuple[int, dict[str, str], bytes]:
@@ -260,6 +264,8 @@ class FakeProvider:
                 answer = self.idempotency[key]
             else:
                 emails = self.recipients(h.path, body, h.headers.get("Content-Type", ""))
+                # Postmark's /email and Resend's /emails take one message and answer an object.
+                self.batch_path = h.path not in ("/email", "/emails")
                 answer = self.success(emails, fault)
                 failed = set(fault.codes) if fault and fault.kind == "partial" else set()
                 accepted = [e for e in emails if e not in failed]

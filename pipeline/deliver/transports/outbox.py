@@ -35,9 +35,10 @@ class OutboxTransport(Transport):
     def path_for(self, variant: PreparedVariant, r: Recipient) -> Path:
         return self.dir / f"issue-{variant.number:04d}-{r.delivery_id:08d}.eml"
 
-    def send_single(self, message: EmailMessage) -> str:
+    def send_single(self, message: EmailMessage, idempotency_key: str | None = None) -> str:
+        """`idempotency_key` names the file, so the same key writes the same message once."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        name = f"single-{uuid.uuid4().hex}.eml"
+        name = f"single-{idempotency_key or uuid.uuid4().hex}.eml"
         tmp = self.dir / (name + ".tmp")
         tmp.write_bytes(self.raw_single(message))
         os.replace(tmp, self.dir / name)

@@ -79,12 +79,14 @@ class ResendTransport(HttpTransport):
                                 "the queue with their batch key; Resend answers a repeated key "
                                 "without sending again")
 
-    def send_single(self, message: EmailMessage) -> str:
+    def send_single(self, message: EmailMessage, idempotency_key: str | None = None) -> str:
+        """`idempotency_key`: the lane's row, so a resend after a crash is not a second mail."""
         text, body_html = plain_parts(message)
         payload = {"from": str(message["From"]), "to": [str(message["To"])],
                    "subject": str(message["Subject"])}
         payload.update({k: v for k, v in (("text", text), ("html", body_html)) if v})
-        resp = self.post("/emails", data=json.dumps(payload).encode())
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        resp = self.post("/emails", data=json.dumps(payload).encode(), headers=headers)
         if resp.status_code != 200:
             raise self.single_failed(resp)
         return str(resp.json().get("id", ""))
