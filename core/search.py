@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import func, literal_column, text
+from sqlalchemy import func, literal_column, select, text
 from sqlalchemy.engine import Connection
 
 from core.models import articles
@@ -60,7 +60,11 @@ def match_clause(conn: Connection, query: str) -> Any:
         return None
     if conn.dialect.name == "postgresql":
         tsquery = func.to_tsquery(literal_column(f"'{PG_CONFIG}'"), " & ".join(words))
-        return pg_vector().op("@@")(tsquery)
+        # Materialized: the matches come from the GIN index first. Inline, the planner may
+        # walk the score index instead and compute to_tsvector for every article it passes.
+        matches = select(articles.c.id).where(pg_vector().op("@@")(tsquery)) \
+            .cte("fts_matches").prefix_with("MATERIALIZED")
+        return articles.c.id.in_(select(matches.c.id))
     fts = " ".join(f'"{w}"' for w in words)
     return articles.c.id.in_(text(f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :fts")
                              .bindparams(fts=fts))

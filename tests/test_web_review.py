@@ -4,6 +4,7 @@ and reject through the Flask test client (the web side of `kpdigest issue approv
 from __future__ import annotations
 
 from html import unescape
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -51,7 +52,8 @@ def test_editor_sees_the_draft_previews_it_and_approves(ctx, client):
     draft = _issue(ctx, built.number)
     page = _page(client.get("/desk/"))
     assert f"Issue #{built.number} is awaiting approval" in page
-    assert draft.review_deadline.strftime("%a %d %b %Y %H:%M") + " UTC" in page
+    local = draft.review_deadline.astimezone(ZoneInfo(ctx.config.schedule.timezone))
+    assert local.strftime("%a %-d %b %Y %H:%M %Z") in page  # the configured zone, named
     assert "even if its checks fail" not in page  # forcing is for admins
     assert f"/desk/review/{built.number}/preview" in page
     preview = client.get(f"/desk/review/{built.number}/preview")
