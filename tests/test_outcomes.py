@@ -258,7 +258,7 @@ def test_resending_unknown_rows_writes_an_event_per_recipient(make_ctx, monkeypa
     client = make_app(ctx).test_client()
     login_as(client, ctx, "admin")
     page = client.get(f"/desk/subscribers/{evts[0].subscriber_id}").get_data(as_text=True)
-    assert "possible_duplicate" in page and f"may have received issue {number} twice" in page
+    assert "possible duplicate" in page and f"may have received issue {number} twice" in page
 
 
 # --- the dashboard and the issue page say it too --------------------------------------

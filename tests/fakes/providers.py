@@ -208,9 +208,10 @@ class FakeProvider:
     def details(self, body: bytes, headers: Any) -> list[dict[str, str]]:
         """What a provider's search API reports of each accepted message."""
         if self.kind == "postmark":
+            sent = json.loads(body)  # /email/batch: a list; /email: one message
             return [{"email": parseaddr(m["To"])[1], "tag": m.get("Tag", ""),
                      "delivery_id": str((m.get("Metadata") or {}).get("delivery_id", "")),
-                     "id": str(uuid.uuid4())} for m in json.loads(body)]
+                     "id": str(uuid.uuid4())} for m in (sent if isinstance(sent, list) else [sent])]
         if self.kind == "mailgun":
             form = parse_form(body, headers.get("Content-Type", ""))
             rv = json.loads(form.get("recipient-variables", ["{}"])[0])
