@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from core.addresses import normalize_email
 from core.context import Context
-from core.db import utcnow
+from core.db import new_id, utcnow
 from core.errors import InvalidInput, NotFound, StateError
 from core.models import deliveries, events, issues, lists, subscribers, subscriptions, suppressions
 from core.states import OutboundKind, SubscriptionStatus
@@ -90,8 +90,8 @@ def _subscriber(conn: Connection, addr: str, name: str, now: Any) -> int:
     row = conn.execute(select(subscribers.c.id).where(subscribers.c.email == addr)).first()
     if row:
         return int(row.id)
-    return int(conn.execute(insert(subscribers).values(
-        email=addr, name=name, attributes={}, created_at=now, updated_at=now)).inserted_primary_key[0])
+    return int(new_id(conn.execute(insert(subscribers).values(
+        email=addr, name=name, attributes={}, created_at=now, updated_at=now))))
 
 
 def _pend(conn: Connection, sid: int, lst: Any, key: str | None, ev: Evidence, now: Any,

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from core.addresses import normalize_email
 from core.context import Context
-from core.db import utcnow
+from core.db import new_id, utcnow
 from core.errors import NotFound, StateError
 from core.models import events, lists, subscribers, subscriptions, suppressions
 from core.states import SubscriptionStatus
@@ -24,10 +24,10 @@ def ensure_default_list(conn: Connection, name: str) -> int:
     row = conn.execute(select(lists.c.id).where(lists.c.slug == DEFAULT_LIST)).first()
     if row:
         return int(row.id)
-    return int(conn.execute(insert(lists).values(
+    return int(new_id(conn.execute(insert(lists).values(
         slug=DEFAULT_LIST, name=name, description="The weekly digest", public=True,
         double_optin=True, created_at=utcnow(),
-    )).inserted_primary_key[0])
+    ))))
 
 
 def list_id(conn: Connection, slug: str = DEFAULT_LIST) -> int:
@@ -117,9 +117,9 @@ def add_subscriber(
                 conn.execute(update(subscribers).where(subscribers.c.id == sid)
                              .values(name=name, updated_at=now))
         else:
-            sid = int(conn.execute(insert(subscribers).values(
+            sid = int(new_id(conn.execute(insert(subscribers).values(
                 email=addr, name=name, attributes={}, created_at=now, updated_at=now,
-            )).inserted_primary_key[0])
+            ))))
         status = "active" if confirmed else "pending"
         c = consent or {}
         sub = conn.execute(select(subscriptions.c.id, subscriptions.c.status).where(and_(

@@ -134,7 +134,7 @@ def _setup(state: BlueprintSetupState) -> None:
     if isinstance(app.wsgi_app, ProxyFix):  # behind the proxy fix: the same client address
         app.wsgi_app.app = FastPath(app.wsgi_app.app, m)
     else:
-        app.wsgi_app = FastPath(app.wsgi_app, m)  # type: ignore[method-assign]
+        app.wsgi_app = FastPath(app.wsgi_app, m)
 
 
 def measure() -> Measure:

@@ -112,7 +112,7 @@ class _Encoded:
         return (k >> np.uint64(32)).astype(np.uint32)
 
     def sextets(self) -> np.ndarray:
-        return _SEXTET[np.take(self.chars, _SEXTET_AT, axis=1)]  # type: ignore[no-any-return]
+        return _SEXTET[np.take(self.chars, _SEXTET_AT, axis=1)]
 
 
 def _two_bit(sextets: np.ndarray) -> np.ndarray:
@@ -130,7 +130,7 @@ def _two_bit_mismatches(packed: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.
     # 8 counts of at most 32 in one word: summed by a multiplication (256 wraps to 0: a pair
     # differing everywhere passes here and fails the next check).
     counts = np.bitwise_count(d).view(np.uint64)[:, 0]
-    return (counts * _BYTE_SUM) >> np.uint64(56)  # type: ignore[no-any-return]
+    return (counts * _BYTE_SUM) >> np.uint64(56)
 
 
 def _pending_keys(keys: np.ndarray, later: np.ndarray) -> np.ndarray:
@@ -141,7 +141,7 @@ def _pending_keys(keys: np.ndarray, later: np.ndarray) -> np.ndarray:
     table = np.zeros(1 << bits, dtype=bool)
     mask = np.uint32((1 << bits) - 1)
     table[keys[later] & mask] = True
-    return table[keys & mask]  # type: ignore[no-any-return]
+    return table[keys & mask]
 
 
 def _four_bit(sextets: np.ndarray) -> np.ndarray:
@@ -157,7 +157,7 @@ def _four_bit_mismatches(packed: np.ndarray, x: np.ndarray, y: np.ndarray) -> np
     d |= d >> np.uint64(2)
     d &= _NIBBLE_BITS  # one bit per 4-bit field that differs
     counts = (np.bitwise_count(d).view(np.uint64) * _BYTE_SUM) >> np.uint64(56)  # 2 sums <= 128
-    return counts[:, 0] + counts[:, 1]  # type: ignore[no-any-return]
+    return counts[:, 0] + counts[:, 1]
 
 
 # --- bounded candidates --------------------------------------------------------------------

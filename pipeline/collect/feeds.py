@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from core.context import Context
-from core.db import utcnow
+from core.db import new_id, utcnow
 from core.errors import InvalidInput, NotFound, StateError
 from core.models import articles, feeds
 from pipeline.collect.fetch import is_http
@@ -60,9 +60,9 @@ def add_feed(ctx: Context, url: str, name: str | None = None, topics: list[str] 
         existing = conn.execute(select(feeds.c.id).where(feeds.c.url == url)).scalar()
         if existing is not None:
             raise StateError(f"feed {existing} already has this URL")
-        return int(conn.execute(insert(feeds).values(
+        return int(new_id(conn.execute(insert(feeds).values(
             name=(name or url)[:200], url=url, topics=topics or [], enabled=True,
-            created_at=utcnow())).inserted_primary_key[0])
+            created_at=utcnow()))))
 
 
 def find_feed(conn: Connection, ref: str | int) -> Any:

@@ -70,7 +70,7 @@ def _fmix32(h: int) -> int:
     return h ^ (h >> 16)
 
 
-class _Memo(dict):  # type: ignore[type-arg]
+class _Memo(dict):
     """A dict that computes missing entries: looked up with `map(memo.__getitem__, ...)`, at
     C speed (vocabularies repeat, articles do not); forgets everything when full."""
 
@@ -104,7 +104,7 @@ def _word_hash(word: bytes) -> int | None:
     """An ASCII word's feature hash, None for a word that is no feature (short, a stopword)."""
     if len(word) < 3 or word in _ASCII_STOPWORDS:
         return None
-    return _HASHES[_STEMS[word]]  # type: ignore[no-any-return]
+    return _HASHES[_STEMS[word]]
 
 
 _WORD_HASHES = _Memo(_word_hash)  # ASCII word -> its feature hash or None

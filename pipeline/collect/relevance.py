@@ -71,7 +71,7 @@ def _hits(text: str, lowered: str | None, keywords: tuple[str, ...]) -> list[str
         ordered = _literal_order(keywords)
         if ordered is not None:
             return _literal_hits(lowered, ordered)
-        return _pattern(keywords, True).findall(lowered)  # type: ignore[no-any-return]
+        return _pattern(keywords, True).findall(lowered)
     return [h.lower() for h in _pattern(keywords).findall(text)]
 
 

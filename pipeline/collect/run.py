@@ -413,7 +413,7 @@ class Parsers:
         self._lock = threading.Lock()
         if certain and self.wanted and threading.active_count() == 1:
             self._start()
-            self.pool.submit(os.getpid).result()  # type: ignore[union-attr] # forks them now
+            self.pool.submit(os.getpid).result() # forks them now
 
     @property
     def started(self) -> bool:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.config import Config
 from core.context import Context
-from core.db import utcnow
+from core.db import new_id, utcnow
 from core.errors import InvalidInput, NotFound
 from core.models import (
     articles,
@@ -158,9 +158,9 @@ def _record_skip(conn: Connection, row: Any, lid: int, period: str, sel: Selecti
                  cfg: Config, now: datetime) -> BuildResult:
     reason = sel.reason(cfg)
     if row is None:
-        issue_id = conn.execute(insert(issues).values(
+        issue_id = new_id(conn.execute(insert(issues).values(
             list_id=lid, period=period, status="skipped", skip_reason=reason, created_at=now,
-        )).inserted_primary_key[0]
+        )))
     else:
         issue_id = row.id
         conn.execute(update(issues).where(issues.c.id == row.id).values(skip_reason=reason))
@@ -176,7 +176,7 @@ def _freeze(conn: Connection, cfg: Config, row: Any, lid: int, period: str, numb
                   intro=cfg.digest.intro, placeholder_key=key, skip_reason=None,
                   created_at=now, frozen_at=now)
     if row is None:
-        issue_id = int(conn.execute(insert(issues).values(**values)).inserted_primary_key[0])
+        issue_id = int(new_id(conn.execute(insert(issues).values(**values))))
     else:
         issue_id = row.id
         conn.execute(update(issues).where(issues.c.id == issue_id).values(**values))

@@ -16,7 +16,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from core.context import Context
-from core.db import utcnow
+from core.db import new_id, utcnow
 from core.errors import FetchError, InvalidInput, NotFound, StateError, UnsafeURL
 from core.models import articles, queue_item_events, queue_items
 from core.search import reindex_article
@@ -114,9 +114,9 @@ def _enqueue(conn: Connection, article_id: int, state: str, note: str | None, ad
     if existing:
         raise AlreadyQueued(int(existing))
     position = (conn.execute(select(func.max(queue_items.c.position))).scalar() or 0) + 1
-    item_id = int(conn.execute(insert(queue_items).values(
+    item_id = int(new_id(conn.execute(insert(queue_items).values(
         article_id=article_id, state=state, position=position, note=note, added_by=added_by,
-        created_at=now, updated_at=now)).inserted_primary_key[0])
+        created_at=now, updated_at=now))))
     log_event(conn, item_id, added_by, "added", {"state": state}, now)
     return item_id
 

@@ -22,6 +22,7 @@ from core.db import utcnow
 from core.errors import StateError
 from core.models import deliveries, issue_articles, issue_variants, issues, queue_items
 from core.runs import JobResult
+from core.states import JobOutcome
 from pipeline.compose.check import check_issue, ensure_sendable
 from pipeline.compose.issues import get_issue
 from pipeline.deliver.engine import send_issue
@@ -155,7 +156,7 @@ def dispatch(ctx: Context, *, stop: threading.Event | None = None,
     notes = apply_deadlines(ctx, now)
     numbers = sendable_numbers(ctx)
     if numbers and not SEND_LOCK.acquire(blocking=False):  # the weekly job is sending
-        return JobResult("ok", "; ".join([*notes, "a send is already running in this process"]),
+        return JobResult(JobOutcome.OK, "; ".join([*notes, "a send is already running in this process"]),
                          noop=not notes)
     try:
         for number in numbers:
@@ -170,4 +171,4 @@ def dispatch(ctx: Context, *, stop: threading.Event | None = None,
     finally:
         if numbers:
             SEND_LOCK.release()
-    return JobResult("ok", "; ".join(notes) or "nothing to send", noop=not notes)
+    return JobResult(JobOutcome.OK, "; ".join(notes) or "nothing to send", noop=not notes)

@@ -27,10 +27,10 @@ from sqlalchemy import Float, MetaData, String, Table, delete, desc, insert, ins
 from core.clock import hhmm, weekly_trigger
 from core.config import Config
 from core.context import Context
-from core.db import utcnow
+from core.db import new_id, utcnow
 from core.models import issues, job_runs
 from core.runs import JobResult
-from core.states import FINISHED, DeliveryState, IssueStatus
+from core.states import FINISHED, DeliveryState, IssueStatus, JobOutcome
 from pipeline.collect.run import collect
 from pipeline.compose.issues import delivery_counts, period_for
 from pipeline.deliver import lane
@@ -90,9 +90,9 @@ def _owner() -> str:
 
 def start_run(ctx: Context, job: str) -> int:
     with ctx.engine.begin() as conn:
-        return int(conn.execute(insert(job_runs).values(
+        return int(new_id(conn.execute(insert(job_runs).values(
             job=job, started_at=utcnow(), result="running",
-            message=f"running in {_owner()}")).inserted_primary_key[0])
+            message=f"running in {_owner()}"))))
 
 
 def finish_run(ctx: Context, run_id: int, result: str, message: str) -> None:
@@ -148,7 +148,7 @@ def run_recorded(ctx: Context, job: str, body: Callable[[], JobResult]) -> JobRe
         outcome = body()
     except Exception as exc:  # a failed job must not take the scheduler down
         log.exception("job %s: failed", job)
-        outcome = JobResult("failed", f"{type(exc).__name__}: {exc}")
+        outcome = JobResult(JobOutcome.FAILED, f"{type(exc).__name__}: {exc}")
     took = time.monotonic() - t0
     if outcome.noop:
         with ctx.engine.begin() as conn:
@@ -319,10 +319,11 @@ def _collect(ctx: Context) -> JobResult:
     report = collect(ctx)
     msg = f"{report.new} new articles from {len(report.outcomes)} feeds, {len(report.failed)} failed"
     if report.outcomes and len(report.failed) == len(report.outcomes):
-        return JobResult("failed", msg)
-    return JobResult("ok", msg)
+        return JobResult(JobOutcome.FAILED, msg)
+    return JobResult(JobOutcome.OK, msg)
 
 
 def _weekly(ctx: Context, stop: threading.Event) -> JobResult:
     result = run_weekly(ctx, stop=stop, echo=log.info)
-    return JobResult("skipped" if result.result == "skipped" else "ok", result.summary)
+    skipped = result.result == "skipped"
+    return JobResult(JobOutcome.SKIPPED if skipped else JobOutcome.OK, result.summary)

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from core.context import Context
-from core.db import utcnow
+from core.db import new_id, utcnow
 from core.errors import CheckFailed, KpdigestError, NotFound, StateError
 from core.models import issues, send_orders
 from core.runs import JobResult
@@ -42,10 +42,10 @@ def order_send(ctx: Context, by: str | None, at: datetime | None = None, *,
     if at is not None and at.tzinfo is None:
         raise ValueError("order_send needs an aware datetime")
     with ctx.engine.begin() as conn:
-        return int(conn.execute(insert(send_orders).values(
+        return int(new_id(conn.execute(insert(send_orders).values(
             run_at=at or now, state=OrderState.PENDING, requested_by=by, force=force,
             created_at=now))
-            .inserted_primary_key[0])
+            ))
 
 
 def cancel_order(ctx: Context, order_id: int) -> None:
