@@ -59,7 +59,7 @@ def check_signup(ctx: Context, email: str, topics: list[str] | None) -> None:
 
 def public_lists(ctx: Context) -> list[Any]:
     with ctx.engine.connect() as conn:
-        return conn.execute(select(lists).where(lists.c.public.is_(True)).order_by(lists.c.id)).all()
+        return list(conn.execute(select(lists).where(lists.c.public.is_(True)).order_by(lists.c.id)))
 
 
 def signup(ctx: Context, email: str, name: str = "", topics: list[str] | None = None, *,

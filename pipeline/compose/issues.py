@@ -227,10 +227,10 @@ def get_issue(conn: Connection, number: int | None = None, list_slug: str = DEFA
 
 
 def issue_articles_of(conn: Connection, issue_id: int) -> list[Any]:
-    return conn.execute(
+    return list(conn.execute(
         select(articles, issue_articles.c.picked_by, issue_articles.c.position)
         .join(issue_articles, issue_articles.c.article_id == articles.c.id)
-        .where(issue_articles.c.issue_id == issue_id).order_by(issue_articles.c.position)).all()
+        .where(issue_articles.c.issue_id == issue_id).order_by(issue_articles.c.position)))
 
 
 def preview_next(ctx: Context, now: datetime | None = None) -> tuple[str, Selection]:
@@ -273,4 +273,4 @@ def delivery_counts(conn: Connection, issue_id: int) -> dict[str, int]:
 
 def list_issues(ctx: Context, limit: int = 50) -> list[Any]:
     with ctx.engine.connect() as conn:
-        return conn.execute(select(issues).order_by(issues.c.id.desc()).limit(limit)).all()
+        return list(conn.execute(select(issues).order_by(issues.c.id.desc()).limit(limit)))

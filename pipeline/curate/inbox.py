@@ -219,7 +219,7 @@ def list_articles(ctx: Context, filters: Filters | None = None,
 def feed_names(ctx: Context) -> list[Any]:
     """(id, name) of every feed, for the feed filter (no article counts: that is a scan)."""
     with ctx.engine.connect() as conn:
-        return conn.execute(select(feeds.c.id, feeds.c.name).order_by(feeds.c.name)).all()
+        return list(conn.execute(select(feeds.c.id, feeds.c.name).order_by(feeds.c.name)))
 
 
 def _stories(conn: Connection, story_ids: list[int]) -> dict[int, list[tuple[str, int]]]:

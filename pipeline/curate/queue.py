@@ -131,8 +131,8 @@ def log_event(conn: Connection, item_id: int, actor: str | None, action: str,
 def history(ctx: Context, item_id: int) -> list[Any]:
     """An item's history, newest first."""
     with ctx.engine.connect() as conn:
-        return conn.execute(select(queue_item_events).where(queue_item_events.c.item_id == item_id)
-                            .order_by(queue_item_events.c.id.desc()).limit(500)).all()
+        return list(conn.execute(select(queue_item_events).where(queue_item_events.c.item_id == item_id)
+                            .order_by(queue_item_events.c.id.desc()).limit(500)))
 
 
 def render_markdown(markdown: str, base_url: str) -> str:
@@ -312,10 +312,10 @@ def add_file(ctx: Context, title: str, path: Path, **kwargs: Any) -> int:
 def list_items(ctx: Context, states: tuple[str, ...] = ("queued", "approved")) -> list[Any]:
     """Queue items in editor order: pinned first, then by position."""
     with ctx.engine.connect() as conn:
-        return conn.execute(
+        return list(conn.execute(
             _items_query().where(queue_items.c.state.in_(states))
             .order_by(queue_items.c.pinned.desc(), queue_items.c.position, queue_items.c.id)
-        ).all()
+        ))
 
 
 def _items_query() -> Any:

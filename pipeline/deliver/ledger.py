@@ -203,7 +203,7 @@ def _claim_page(conn: Connection, issue_id: int, variant: str, size: int, me: st
     keyed = conn.execute(find_keyed, params).scalar()
     claim = _claim_statements(postgres, bool(keyed))[1]
     params.update(p_key=keyed or uuid.uuid4().hex, p_now=utcnow())
-    rows = conn.execute(claim, params).all()
+    rows = list(conn.execute(claim, params))
     if not rows:
         return 0, []
     rows.sort(key=itemgetter(0))  # by id
