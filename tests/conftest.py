@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 import threading
 import uuid
@@ -19,6 +20,7 @@ from sqlalchemy import text
 from core.config import PROJECT_ROOT, load_config
 from core.context import Context
 from core.db import make_engine, migrate
+from tests.test_web_helpers import make_app
 
 PG_URL = os.environ.get("KPDIGEST_TEST_DATABASE_URL")
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -204,3 +206,38 @@ def browser() -> Iterator[Any]:
         b = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def site(request: pytest.FixtureRequest, make_ctx: Callable[..., Context]) -> Iterator[tuple[Context, str]]:
+    """The app on a real WSGI server (waitress) for the browser tests; its base_url is where
+    the browser finds it."""
+    if "postgresql" in request.node.callspec.id:
+        pytest.skip("browser flows run once, on SQLite; the same pages are tested on PostgreSQL")
+    from waitress import create_server
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    ctx = make_ctx(site={"base_url": base})
+    server = create_server(make_app(ctx), host="127.0.0.1", port=port, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield ctx, base
+    server.close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context and page per test."""
+    context = browser.new_context()
+    pg = context.new_page()
+    pg.set_default_timeout(15000)
+    yield pg
+    context.close()

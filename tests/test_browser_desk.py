@@ -19,7 +19,7 @@ from pipeline.curate import queue as q
 from pipeline.deliver.engine import send_issue
 from subscribers.store import add_subscriber
 from subscribers.tokens import make_token
-from tests.test_browser_web import _login, page, site  # noqa: F401  (fixtures)
+from tests.test_browser_web import _login
 from tests.test_inbox import _record, _store
 
 pytestmark = pytest.mark.browser
@@ -61,7 +61,7 @@ def _no_sideways_scroll(pg) -> None:
     assert widths[0] <= widths[1], f"{pg.url}: {widths[0]} px wide in a {widths[1]} px window"
 
 
-def test_an_editors_week_from_inbox_to_send_now(site, page):  # noqa: F811
+def test_an_editors_week_from_inbox_to_send_now(site, page):
     ctx, base = site
     ids = _store(ctx, [_record("Urea cream for keratosis pilaris", score=6,
                                excerpt="Urea softens the bumps"),
@@ -150,7 +150,7 @@ def _axe(pg) -> list[str]:
             if v["impact"] in ("serious", "critical")]
 
 
-def test_every_page_fits_a_phone_and_passes_axe(site, axe_page):  # noqa: F811
+def test_every_page_fits_a_phone_and_passes_axe(site, axe_page):
     ctx, base = site
     axe_page.set_content('<html lang="en"><title>t</title><img src="x.png"></html>')
     assert any(v.startswith("image-alt (critical)") for v in _axe(axe_page))  # axe does look
@@ -172,7 +172,7 @@ def test_every_page_fits_a_phone_and_passes_axe(site, axe_page):  # noqa: F811
     assert problems == [], "\n".join(problems)
 
 
-def test_the_desk_has_no_public_footer_and_shows_local_time(site, page):  # noqa: F811
+def test_the_desk_has_no_public_footer_and_shows_local_time(site, page):
     ctx, base = site
     _login(page, base, ctx, "editor")
     assert page.locator("footer").count() == 0

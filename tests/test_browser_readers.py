@@ -19,7 +19,6 @@ from pipeline.deliver.engine import send_issue
 from subscribers.store import add_subscriber
 from subscribers.tokens import make_token
 from tests.fakes.issue import make_issue
-from tests.test_browser_web import page, site  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.browser
 
@@ -29,7 +28,7 @@ def _sub(ctx):
         return conn.execute(select(subscriptions)).one()
 
 
-def test_pause_from_the_footer_link_of_a_digest(site, page):  # noqa: F811
+def test_pause_from_the_footer_link_of_a_digest(site, page):
     ctx, base = site
     add_subscriber(ctx, "reader@example.com", "Reader")
     key = new_key()
@@ -55,7 +54,7 @@ def test_pause_from_the_footer_link_of_a_digest(site, page):  # noqa: F811
     assert _sub(ctx).status == "active"
 
 
-def test_resubscribe_after_unsubscribing(site, page):  # noqa: F811
+def test_resubscribe_after_unsubscribing(site, page):
     ctx, base = site
     sid = add_subscriber(ctx, "back@example.com")
     page.goto(f"{base}/unsubscribe/{make_token(ctx.config.secret_key, 'unsubscribe', sid)}")

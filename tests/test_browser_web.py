@@ -5,51 +5,16 @@ admin imports a CSV with bad rows."""
 from __future__ import annotations
 
 import re
-import socket
-import threading
 from pathlib import Path
 
 import pytest
 
 from core.accounts import add_user
 from pipeline.curate.queue import add_markdown
-from tests.test_web_helpers import PASSWORD, fresh_outbox, link_in, make_app
+from tests.test_web_helpers import PASSWORD, fresh_outbox, link_in
 
 pytestmark = pytest.mark.browser
 
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def site(request, make_ctx):
-    """The app on a real WSGI server; its base_url is where the browser finds it."""
-    if "postgresql" in request.node.callspec.id:
-        pytest.skip("browser flows run once, on SQLite; the same pages are tested on PostgreSQL")
-    from waitress import create_server
-
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    ctx = make_ctx(site={"base_url": base})
-    server = create_server(make_app(ctx), host="127.0.0.1", port=port, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield ctx, base
-    server.close()
-    thread.join(timeout=5)
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context()
-    pg = context.new_page()
-    pg.set_default_timeout(15000)
-    yield pg
-    context.close()
 
 
 def _login(page, base, ctx, role):

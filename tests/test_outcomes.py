@@ -395,6 +395,23 @@ def test_reconcile_finds_what_the_provider_accepted(make_ctx, monkeypatch, fake)
 
 
 @pytest.mark.parametrize("fake", ["postmark"], indirect=True)
+def test_reconcile_asks_page_by_page_and_misses_none(make_ctx, monkeypatch, fake):
+    """However many rows are unknown (a provider outage can make them all so), they are read
+    a page at a time, and every page is asked about."""
+    from pipeline.deliver import reconcile
+
+    monkeypatch.setattr(reconcile, "PAGE", 2)
+    ctx = provider_ctx(make_ctx, monkeypatch, fake.kind, fake.base, batch_size=3)
+    number = make_issue(ctx, 6)
+    e = emails(6)
+    _make_unknown(ctx, number, e[3:4])
+    fake.script.append(Fault("reset"))
+    send_issue(ctx, number)
+    r = reconcile.reconcile_issue(ctx, number)
+    assert (r.asked, r.accepted, r.still_unknown) == (4, 3, 1)
+
+
+@pytest.mark.parametrize("fake", ["postmark"], indirect=True)
 def test_every_send_reconciles_first(make_ctx, monkeypatch, fake):
     ctx = provider_ctx(make_ctx, monkeypatch, fake.kind, fake.base, batch_size=3)
     number = make_issue(ctx, 3)

@@ -6,12 +6,9 @@ Nothing is frozen here; `build_issue` freezes the same selection when the issue 
 
 from __future__ import annotations
 
-import html
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate
 from typing import Any
 
 from sqlalchemy import func, literal_column, select
@@ -32,8 +29,8 @@ from pipeline.compose.issues import (
     variant_articles,
     web_url,
 )
-from pipeline.compose.message import clean_header, confirmation_message
-from pipeline.compose.personalize import Personalizer, new_key
+from pipeline.compose.message import clean_header, confirmation_message, copy_for_test
+from pipeline.compose.personalize import new_key
 from pipeline.compose.prepare import PreparedVariant
 from pipeline.compose.render import Rendered, render_issue
 from pipeline.curate.select import Selection, select_articles
@@ -171,7 +168,7 @@ def mail_types(ctx: Context) -> dict[str, str]:
     return kinds
 
 
-def test_message(cfg: Config, comp: Composition | None, kind: str, addr: str) -> EmailMessage:
+def message_for_test(cfg: Config, comp: Composition | None, kind: str, addr: str) -> EmailMessage:
     base = cfg.site.base_url.rstrip("/")
     if kind == "confirm":
         msg = confirmation_message(cfg, to_email=addr, name="",
@@ -182,17 +179,7 @@ def test_message(cfg: Config, comp: Composition | None, kind: str, addr: str) ->
     assert comp is not None
     v = next(v for v in comp.variants if f"digest:{v.variant}" == kind)
     values = sample_recipient(cfg).values() | {"email": addr, "name": "", "greeting": "Hello,"}
-    msg = EmailMessage()
-    msg["From"] = formataddr((cfg.sender.from_name, cfg.sender.from_email))
-    msg["To"] = addr
-    msg["Subject"] = clean_header(f"[Test] {comp.subject}")
-    msg["Date"] = formatdate()
-    msg["Message-ID"] = f"<test-{uuid.uuid4().hex}@{cfg.sender.domain}>"
-    msg["X-Kpdigest-Test"] = "yes"
-    msg.set_content(Personalizer(v.rendered.text, v.key).fill(values))
-    msg.add_alternative(Personalizer(v.rendered.html, v.key).fill(values, escape=html.escape),
-                        subtype="html")
-    return msg
+    return copy_for_test(cfg, addr, comp.subject, v.rendered.text, v.rendered.html, v.key, values)
 
 
 def picks(comp: Composition) -> list[dict[str, Any]]:

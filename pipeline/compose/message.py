@@ -13,13 +13,14 @@ import binascii
 import html
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from email.header import Header
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, make_msgid
 
 from core.config import Config
-from pipeline.compose.personalize import FIELDS, Placeholders
+from pipeline.compose.personalize import FIELDS, Personalizer, Placeholders
 from pipeline.compose.render import render_confirm
 
 CRLF = "\r\n"
@@ -229,4 +230,21 @@ def confirmation_message(cfg: Config, *, to_email: str, name: str, confirm_url: 
     msg["Message-ID"] = make_msgid("kpd.confirm", domain=cfg.sender.domain)
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(body, cte="quoted-printable")
+    return msg
+
+
+def copy_for_test(cfg: Config, to: str, subject: str, text_template: str, html_template: str,
+              key: str, values: dict[str, str]) -> EmailMessage:
+    """A digest rendering filled for one address and labelled as a test (`[Test]` subject,
+    `X-Kpdigest-Test`): sent outside the ledger, so it carries no list headers."""
+    msg = EmailMessage()
+    msg["From"] = formataddr((cfg.sender.from_name, cfg.sender.from_email))
+    msg["To"] = to
+    msg["Subject"] = clean_header(f"[Test] {subject}")
+    msg["Date"] = formatdate()
+    msg["Message-ID"] = f"<test-{uuid.uuid4().hex}@{cfg.sender.domain}>"
+    msg["X-Kpdigest-Test"] = "yes"
+    msg.set_content(Personalizer(text_template, key).fill(values))
+    msg.add_alternative(Personalizer(html_template, key).fill(values, escape=html.escape),
+                        subtype="html")
     return msg

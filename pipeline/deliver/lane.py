@@ -18,8 +18,6 @@ row's), else it becomes `unknown`: a welcome is never sent twice.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,6 +31,7 @@ from core.context import Context
 from core.db import utcnow
 from core.errors import InvalidInput, NotFound, TransportError
 from core.models import outbound_mail
+from core.owners import alive_here, this_process
 from core.states import OutboundKind, OutboundState
 from pipeline.deliver import mailer
 from pipeline.deliver.pacing import Pacer, backoff
@@ -106,7 +105,7 @@ def queue_test_welcome(ctx: Context, to: str) -> None:
 # --- one pass -------------------------------------------------------------------------------
 
 def owner_name() -> str:
-    return f"{socket.gethostname()[:40]}:{os.getpid()}"
+    return this_process()
 
 
 def lane_pacer(cfg: Config) -> Pacer:
@@ -179,7 +178,7 @@ def recover(ctx: Context, transport: Transport, now: datetime | None = None) -> 
     with ctx.engine.connect() as conn:  # a look first: SQLite's write lock only when needed
         rows = conn.execute(select(t.id, t.kind, t.claimed_by, t.claimed_at)
                             .where(t.state == SENDING)).all()
-    stale = [r for r in rows if _owner_dead(r.claimed_by) or r.claimed_at < now - lease]
+    stale = [r for r in rows if alive_here(r.claimed_by) is False or r.claimed_at < now - lease]
     if not stale:
         return 0
     with ctx.engine.begin() as conn:
@@ -191,20 +190,6 @@ def recover(ctx: Context, transport: Transport, now: datetime | None = None) -> 
     return len(stale)
 
 
-def _owner_dead(owner: str | None) -> bool:
-    host, _, pid = (owner or "").partition(":")
-    if host != socket.gethostname()[:40] or not pid.isdigit():
-        return False  # another machine: its lease decides
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-# --- one row --------------------------------------------------------------------------------
 
 def _handle(ctx: Context, transport: Transport, row: Any) -> str:
     """Send one claimed row and record its outcome; returns the final state."""

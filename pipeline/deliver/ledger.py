@@ -10,8 +10,6 @@ rows are found by a primary-key range and its batch key.
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -38,27 +36,14 @@ from sqlalchemy.engine import Connection
 from core.context import Context
 from core.db import is_postgres, utcnow
 from core.models import deliveries, suppressions
+from core.owners import alive_here, this_process
 from core.states import DeliveryState
 from pipeline.deliver.transports.base import Outcome, Transport
 
 
 def sender_id() -> str:
     """Who claims: host, pid (recovery checks whether it is alive) and a random tag."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _pid_alive(claimed_by: str) -> bool | None:
-    """True/False for a claim made on this host, None for another host (use the lease)."""
-    host, _, rest = (claimed_by or "").partition(":")
-    if host != socket.gethostname()[:40]:
-        return None
-    try:
-        os.kill(int(rest.split(":")[0] or 0), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
-        return True
-    return True
+    return f"{this_process()}:{uuid.uuid4().hex[:8]}"
 
 
 def _stale(row: Any, me: str, lease: datetime) -> bool:
@@ -66,7 +51,7 @@ def _stale(row: Any, me: str, lease: datetime) -> bool:
         return False
     # A dead pid on this host is stale at once; otherwise (another host, or a pid that
     # may have been reused) the lease decides.
-    return _pid_alive(row.claimed_by) is False or row.claimed_at is None or row.claimed_at < lease
+    return alive_here(row.claimed_by) is False or row.claimed_at is None or row.claimed_at < lease
 
 
 def database_now(conn: Connection) -> datetime:

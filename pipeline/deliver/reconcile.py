@@ -11,8 +11,10 @@ elsewhere (SendGrid, SMTP, SES) they stay `unknown`, and the report says so.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
@@ -27,6 +29,8 @@ from pipeline.deliver.transports import get_transport
 from pipeline.deliver.transports.base import Transport
 
 log = logging.getLogger(__name__)
+
+PAGE = 1000  # unknown rows asked about at a time: memory stays flat whatever the count
 
 
 @dataclass
@@ -45,17 +49,15 @@ def reconcile_issue(ctx: Context, number: int, transport: Transport | None = Non
     ctx.require_schema()
     with ctx.engine.connect() as conn:
         issue = get_issue(conn, number)
-        rows = conn.execute(select(deliveries.c.id, deliveries.c.email, deliveries.c.claimed_at)
-                            .where(deliveries.c.issue_id == issue.id,
-                                   deliveries.c.state == DeliveryState.UNKNOWN)
-                            .order_by(deliveries.c.id)).all()
     transport = transport or get_transport(ctx.config)
-    report = ReconcileReport(number=issue.number, asked=len(rows), how=transport.reconcile)
-    if rows and transport.idempotent:
-        report.requeued = _requeue_keyed(ctx, rows, transport)
-    elif rows:
-        found = transport.lookup(issue.number, rows) or {}
-        report.accepted = _mark_accepted(ctx, rows, found)
+    report = ReconcileReport(number=issue.number, how=transport.reconcile)
+    for rows in _unknown_pages(ctx, issue.id):  # a provider outage can leave every row unknown
+        report.asked += len(rows)
+        if transport.idempotent:
+            report.requeued += _requeue_keyed(ctx, rows, transport)
+        else:
+            found = transport.lookup(issue.number, rows) or {}
+            report.accepted += _mark_accepted(ctx, rows, found)
     report.still_unknown = report.asked - report.accepted - report.requeued
     with ctx.engine.begin() as conn:
         counts = delivery_counts(conn, issue.id)
@@ -71,6 +73,20 @@ def reconcile_issue(ctx: Context, number: int, transport: Transport | None = Non
         report.status = str(conn.execute(select(issues.c.status)
                                          .where(issues.c.id == issue.id)).scalar_one())
     return report
+
+
+def _unknown_pages(ctx: Context, issue_id: int) -> Iterator[list[Any]]:
+    """The issue's `unknown` rows (id, email, claimed_at) in id order, PAGE at a time."""
+    d, after = deliveries.c, 0
+    while True:
+        with ctx.engine.connect() as conn:
+            rows = list(conn.execute(select(d.id, d.email, d.claimed_at).where(
+                d.issue_id == issue_id, d.state == DeliveryState.UNKNOWN, d.id > after)
+                .order_by(d.id).limit(PAGE)))
+        if not rows:
+            return
+        yield rows
+        after = rows[-1].id
 
 
 def reconcile_quietly(ctx: Context, number: int, transport: Transport) -> ReconcileReport | None:

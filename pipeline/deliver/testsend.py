@@ -6,11 +6,6 @@ rendering) but never touches the delivery ledger: it is not a delivery.
 
 from __future__ import annotations
 
-import html
-import uuid
-from email.message import EmailMessage
-from email.utils import formataddr, formatdate
-
 from sqlalchemy import func, select
 
 from core.addresses import normalize_email
@@ -18,10 +13,10 @@ from core.context import Context
 from core.db import utcnow
 from core.errors import InvalidInput, NotFound
 from core.models import issue_variants, issues
-from pipeline.compose.composer import compose_next, mail_types, test_message
+from pipeline.compose.composer import compose_next, mail_types, message_for_test
 from pipeline.compose.issues import get_issue, make_subject, web_url
-from pipeline.compose.message import Recipient, clean_header
-from pipeline.compose.personalize import Personalizer, new_key
+from pipeline.compose.message import Recipient, copy_for_test
+from pipeline.compose.personalize import new_key
 from pipeline.compose.render import render_issue
 from pipeline.curate.select import select_articles
 from pipeline.deliver.transports import get_transport
@@ -57,15 +52,7 @@ def send_test(ctx: Context, to: str, number: int | None = None, name: str = "") 
     subject, html_t, text_t, key = _next_issue(ctx) if number is None else _frozen_issue(ctx, number)
     base = cfg.site.base_url.rstrip("/")
     values = Recipient(0, addr, name, f"{base}/unsubscribe", f"{base}/preferences").values()
-    msg = EmailMessage()
-    msg["From"] = formataddr((cfg.sender.from_name, cfg.sender.from_email))
-    msg["To"] = addr
-    msg["Subject"] = clean_header(f"[Test] {subject}")
-    msg["Date"] = formatdate()
-    msg["Message-ID"] = f"<test-{uuid.uuid4().hex}@{cfg.sender.domain}>"
-    msg["X-Kpdigest-Test"] = "yes"
-    msg.set_content(Personalizer(text_t, key).fill(values))
-    msg.add_alternative(Personalizer(html_t, key).fill(values, escape=html.escape), subtype="html")
+    msg = copy_for_test(cfg, addr, subject, text_t, html_t, key, values)
     return get_transport(cfg).send_single(msg)
 
 
@@ -83,6 +70,6 @@ def send_tests(ctx: Context, addresses: list[str], kinds: list[str]) -> list[str
     done = []
     for kind in kinds:
         for addr in addresses:
-            msg = test_message(cfg, comp, kind, addr)
+            msg = message_for_test(cfg, comp, kind, addr)
             done.append(f"{known[kind]} to {addr}: {transport.send_single(msg)}")
     return done

@@ -9,8 +9,6 @@ status page can show the next run even when the scheduler process is not running
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from core.config import Config
 from core.context import Context
 from core.db import new_id, utcnow
 from core.models import issues, job_runs
+from core.owners import alive_here, this_process
 from core.runs import JobResult
 from core.states import FINISHED, DeliveryState, IssueStatus, JobOutcome
 from pipeline.collect.run import collect
@@ -84,15 +83,12 @@ def trigger_fingerprint(trigger: BaseTrigger) -> str:
 
 # --- the record of runs --------------------------------------------------------------------------
 
-def _owner() -> str:
-    return f"{socket.gethostname()[:40]}:{os.getpid()}"
-
 
 def start_run(ctx: Context, job: str) -> int:
     with ctx.engine.begin() as conn:
         return int(new_id(conn.execute(insert(job_runs).values(
             job=job, started_at=utcnow(), result="running",
-            message=f"running in {_owner()}"))))
+            message=f"running in {this_process()}"))))
 
 
 def finish_run(ctx: Context, run_id: int, result: str, message: str) -> None:
@@ -109,25 +105,13 @@ def record_run(ctx: Context, job: str, result: str, message: str) -> None:
                                              result=result, message=message))
 
 
-def _owner_dead(message: str | None) -> bool:
-    host, _, pid = (message or "").removeprefix("running in ").partition(":")
-    if host != socket.gethostname()[:40] or not pid.isdigit():
-        return False  # another machine: leave it alone
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
 
 def close_interrupted(ctx: Context) -> int:
     """Runs left `running` by a scheduler process that died (SIGKILL, power loss)."""
     with ctx.engine.begin() as conn:
         rows = conn.execute(select(job_runs.c.id, job_runs.c.message)
                             .where(job_runs.c.result == "running")).all()
-        dead = [r.id for r in rows if _owner_dead(r.message)]
+        dead = [r.id for r in rows if alive_here((r.message or "").removeprefix("running in ")) is False]
         if dead:
             conn.execute(update(job_runs).where(job_runs.c.id.in_(dead)).values(
                 finished_at=utcnow(), result="failed",
